@@ -1,0 +1,40 @@
+"""One asset per SQL model file; the model's YAML tests become its (blocking) asset checks."""
+
+import dagster as dg
+
+from carecast import stages
+from carecast.models.project import SqlModel
+from carecast.models.tests import declared_tests
+from carecast.project import Project
+from pipelines.resources import CarecastResource
+
+
+def _model_asset(project: Project, model: SqlModel) -> dg.AssetsDefinition:
+    check_specs = [
+        dg.AssetCheckSpec(name=name, asset=model.name, blocking=True, description=f"{test['test']} on {column}")
+        for name, column, test in declared_tests(model.spec)
+    ]
+
+    @dg.asset(
+        key=model.name,
+        deps=list(model.inputs),
+        group_name=model.layer,
+        kinds={"duckdb", "sql"},
+        description=f"{model.spec.grain} {model.spec.description}".strip(),
+        code_version=model.sha256[:16],
+        check_specs=check_specs,
+    )
+    def _model(context: dg.AssetExecutionContext, carecast: CarecastResource) -> dg.MaterializeResult:
+        with carecast.runtime(context, project) as runtime:
+            result = stages.run_model(runtime, model.name)
+        checks = [
+            dg.AssetCheckResult(check_name=t.name, passed=t.passed, metadata={"failing_rows": t.failing_rows})
+            for t in result.tests
+        ]
+        return dg.MaterializeResult(metadata=result.metadata, check_results=checks)
+
+    return _model
+
+
+def model_assets(project: Project) -> list[dg.AssetsDefinition]:
+    return [_model_asset(project, model) for model in project.models.values()]

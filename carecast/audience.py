@@ -1,0 +1,142 @@
+"""From a segment to the people a campaign may reach, counting every exclusion.
+
+Each segment member is judged by the rules below, in order, and excluded for the first one that
+applies; the funnel records how many fell at each step. Consent is evaluated as of the send time:
+a record signed later, expired or revoked by then does not count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from carecast.campaigns import Campaign
+from carecast.crypto.pseudonym import Pseudonymizer
+from carecast.sql.engine import confined_duckdb
+
+PROFILE_COLUMNS = ("patient_id", "is_deceased", "is_minor", "has_valid_email", "is_email_opted_in")
+CONSENT_COLUMNS = ("patient_id", "purpose", "channel", "consent_id", "document_id", "signed_at", "expires_at", "revoked_at")
+SUPPRESSION_COLUMNS = ("patient_id", "reason", "purpose", "suppressed_at")
+HOLDOUT = "holdout"
+
+_CONSENT_RULES = {
+    # Marketing needs a written authorization for email, signed, unexpired and unrevoked at send time.
+    "marketing": """
+        when c.consent_id is null or c.signed_at > $as_of then 'no_authorization'
+        when c.revoked_at <= $as_of then 'authorization_revoked'
+        when c.expires_at <= $as_of then 'authorization_expired'
+    """,
+    # Fundraising is allowed unless the patient opted out of it.
+    "fundraising": "when c.revoked_at <= $as_of then 'fundraising_opt_out'",
+    # Treatment and operations need no authorization, but a patient's request to stop email for
+    # that purpose is honored.
+    "treatment": "when c.revoked_at <= $as_of then 'consent_revoked'",
+    "operations": "when c.revoked_at <= $as_of then 'consent_revoked'",
+}
+
+_AUDIENCE_SQL = """
+with
+judged as (
+    select
+        s.patient_id,
+        c.consent_id,
+        c.document_id as consent_document_id,
+        case
+            when p.patient_id is null then 'unknown_patient'
+            when p.is_deceased then 'deceased'
+            when p.is_minor and not $allow_minors then 'minor'
+            when not p.has_valid_email then 'no_valid_email'
+            when not p.is_email_opted_in then 'email_opt_out'
+            {consent_rule}
+            when exists (select 1 from suppressions x where x.patient_id = s.patient_id
+                         and x.reason = 'hard_bounce' and x.suppressed_at <= $as_of) then 'hard_bounce'
+            when exists (select 1 from suppressions x where x.patient_id = s.patient_id
+                         and x.reason = 'complaint' and x.suppressed_at <= $as_of) then 'complaint'
+            when exists (select 1 from suppressions x where x.patient_id = s.patient_id
+                         and x.reason = 'unsubscribed' and x.purpose in ($purpose, 'all')
+                         and x.suppressed_at <= $as_of) then 'unsubscribed'
+        end as exclusion
+    from (select distinct patient_id from segment) s
+    left join profile p on p.patient_id = s.patient_id
+    left join consents c on c.patient_id = s.patient_id and c.purpose = $purpose and c.channel = 'email'
+)
+select * from judged
+"""
+
+
+@dataclass(frozen=True)
+class Audience:
+    members: pa.Table
+    """patient_id, patient_key, variant (``holdout`` for the control group), consent ids."""
+    segment_size: int
+    excluded: dict[str, int]
+
+    @property
+    def holdout(self) -> int:
+        return sum(1 for variant in self.members.column("variant").to_pylist() if variant == HOLDOUT)
+
+    @property
+    def size(self) -> int:
+        """Members who will be sent a message (the holdout is kept, not sent)."""
+        return self.members.num_rows - self.holdout
+
+
+def build_audience(
+    campaign: Campaign,
+    segment: pa.Table,
+    profile: pa.Table,
+    consents: pa.Table,
+    suppressions: pa.Table,
+    as_of: datetime,
+    pseudonymizer: Pseudonymizer,
+    ledger_suppressions: dict[str, str] | None = None,
+) -> Audience:
+    """``ledger_suppressions`` maps patient keys to a reason recorded by earlier sends (hard bounces)."""
+    sql = _AUDIENCE_SQL.format(consent_rule=_CONSENT_RULES[campaign.purpose])
+    tables = {"segment": segment, "profile": profile, "consents": consents, "suppressions": suppressions}
+    parameters = {"as_of": as_of, "purpose": campaign.purpose, "allow_minors": campaign.allow_minors}
+    with confined_duckdb(tables) as connection:
+        judged = connection.sql(sql, params=parameters).to_arrow_table()
+    reasons = pc.value_counts(judged.column("exclusion").drop_null()).to_pylist()
+    excluded = {item["values"]: item["counts"] for item in reasons}
+    kept = judged.filter(judged.column("exclusion").is_null()).drop_columns(["exclusion"])
+    kept = kept.sort_by("patient_id")
+    patient_keys = pseudonymizer.patient_keys(kept.column("patient_id").to_pylist())
+    if ledger_suppressions:
+        reasons = [ledger_suppressions.get(key) for key in patient_keys]
+        for reason in filter(None, reasons):
+            excluded[reason] = excluded.get(reason, 0) + 1
+        keep_mask = pa.array([reason is None for reason in reasons])
+        kept = kept.filter(keep_mask)
+        patient_keys = [key for key, reason in zip(patient_keys, reasons, strict=True) if reason is None]
+    variants = [assign_variant(campaign, key) for key in patient_keys]
+    members = kept.append_column("patient_key", pa.array(patient_keys, pa.string())).append_column(
+        "variant", pa.array(variants, pa.string())
+    )
+    return Audience(
+        members=members.select(["patient_id", "patient_key", "variant", "consent_id", "consent_document_id"]),
+        segment_size=judged.num_rows,
+        excluded=dict(sorted(excluded.items())),
+    )
+
+
+def _unit_interval(*parts: str) -> float:
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_variant(campaign: Campaign, patient_key: str) -> str:
+    """Stable across re-runs: a function of the campaign name and the patient's keyed hash only."""
+    if _unit_interval(campaign.name, "holdout", patient_key) < campaign.holdout:
+        return HOLDOUT
+    draw = _unit_interval(campaign.name, "variant", patient_key)
+    cumulative = 0.0
+    for variant, weight in campaign.variants.items():
+        cumulative += weight
+        if draw < cumulative:
+            return variant
+    return next(reversed(campaign.variants))

@@ -1,0 +1,94 @@
+"""Campaign definitions (``campaigns/*.yaml``), validated before any asset is built."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from carecast.segments import PURPOSES
+
+STREAM_PURPOSES = {"transactional": ("treatment", "operations"), "marketing": ("marketing", "fundraising")}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class CampaignDefinitionError(ValueError):
+    pass
+
+
+class Sender(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    from_address: str = Field(alias="from")
+    reply_to: str | None = None
+    organisation: str
+    postal_address: str
+
+
+class Campaign(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    segment: str
+    template: str
+    purpose: str
+    stream: str
+    sender: Sender
+    variants: dict[str, float] = Field(default_factory=lambda: {"A": 1.0})
+    holdout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    allow_minors: bool = False
+    links: dict[str, str] = Field(default_factory=dict)
+    """The only URLs the campaign's messages may link to, by name (templates use ``links.<name>``)."""
+
+    @field_validator("links")
+    @classmethod
+    def _https_only(cls, value: dict[str, str]) -> dict[str, str]:
+        insecure = [name for name, url in value.items() if not url.startswith("https://")]
+        if insecure:
+            raise ValueError(f"links must be https URLs: {insecure}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lower case letters, digits and underscores (it names Dagster assets)")
+        return value
+
+    @field_validator("purpose")
+    @classmethod
+    def _known_purpose(cls, value: str) -> str:
+        if value not in PURPOSES:
+            raise ValueError(f"purpose must be one of {PURPOSES}")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Campaign:
+        if self.stream not in STREAM_PURPOSES:
+            raise ValueError(f"stream must be one of {sorted(STREAM_PURPOSES)}")
+        if self.purpose not in STREAM_PURPOSES[self.stream]:
+            raise ValueError(f"purpose {self.purpose!r} cannot be sent on the {self.stream!r} stream")
+        if not self.variants or abs(sum(self.variants.values()) - 1.0) > 1e-9:
+            raise ValueError("variant weights must sum to 1")
+        return self
+
+
+def load_campaign(path: Path) -> Campaign:
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return Campaign.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as error:
+        raise CampaignDefinitionError(f"{path}: {error}") from None
+
+
+def discover_campaigns(campaigns_dir: Path) -> dict[str, Campaign]:
+    campaigns = {}
+    for path in sorted(campaigns_dir.glob("*.yaml")):
+        campaign = load_campaign(path)
+        if campaign.name in campaigns:
+            raise CampaignDefinitionError(f"{path}: campaign name {campaign.name!r} is used twice")
+        campaigns[campaign.name] = campaign
+    return campaigns

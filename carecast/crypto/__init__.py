@@ -1,0 +1,1 @@
+"""Keys, wrapping and the KMS access log."""

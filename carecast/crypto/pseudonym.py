@@ -1,0 +1,46 @@
+"""Keyed hashes of patient ids, so operational state (ledger, suppressions) needs no PHI key.
+
+The HMAC secret is a data key wrapped under the ``pseudonym`` master key and stored wrapped in
+``keys/pseudonym.wrapped``; without the KMS, a patient key cannot be linked back to a patient id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+
+from carecast.crypto.envelope import DataKey, new_data_key, open_data_key
+from carecast.crypto.kms import Kms
+
+
+class Pseudonymizer:
+    def __init__(self, secret: DataKey):
+        self._secret = secret.secret
+
+    def patient_key(self, patient_id: str) -> str:
+        return hmac.new(self._secret, patient_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def patient_keys(self, patient_ids: list[str]) -> list[str]:
+        secret = self._secret
+        return [hmac.new(secret, pid.encode(), hashlib.sha256).hexdigest()[:32] for pid in patient_ids]
+
+
+def load_pseudonymizer(kms: Kms, keys_dir: Path) -> Pseudonymizer:
+    path = keys_dir / "pseudonym.wrapped"
+    if not path.exists():
+        fresh = new_data_key(kms, "pseudonym")
+        body = json.dumps({"key_id": fresh.key_id, "wrapped": fresh.wrapped.hex()})
+        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(body)
+        os.chmod(temp, 0o600)
+        try:
+            os.link(temp, path)  # first writer wins; a racing process keeps its key unused
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+    stored = json.loads(path.read_text())
+    return Pseudonymizer(open_data_key(kms, stored["key_id"], bytes.fromhex(stored["wrapped"])))

@@ -1,0 +1,1 @@
+"""Reading landed extracts, validating them column-wise, and splitting loaded from quarantined rows."""

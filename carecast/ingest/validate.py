@@ -1,0 +1,87 @@
+"""Column-wise casting and row rules; every row ends loaded or quarantined with one reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from carecast.registry import ColumnSpec, TableSpec
+
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
+_TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%.fZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class Validated:
+    loaded: pl.DataFrame
+    quarantined: pl.DataFrame
+    reasons: dict[str, int]
+
+    @property
+    def rows_read(self) -> int:
+        return self.loaded.height + self.quarantined.height
+
+
+def cast_expression(name: str, spec: ColumnSpec) -> pl.Expr:
+    raw = pl.col(name).str.strip_chars()
+    raw = pl.when(raw == "").then(None).otherwise(raw)
+    match spec.type:
+        case "string":
+            return pl.col(name)
+        case "date":
+            return raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+        case "timestamp":
+            return pl.coalesce(
+                [raw.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in _TIMESTAMP_FORMATS]
+            )
+        case "float":
+            return raw.cast(pl.Float64, strict=False)
+        case "integer":
+            return raw.cast(pl.Int64, strict=False)
+        case "boolean":
+            lowered = raw.str.to_lowercase()
+            return pl.when(lowered.is_in(_TRUE)).then(True).when(lowered.is_in(_FALSE)).then(False)
+    raise ValueError(f"unknown column type {spec.type!r}")
+
+
+def validate(frame: pl.DataFrame, spec: TableSpec, first_line: int = 2) -> Validated:
+    """Cast every declared column; quarantine rows that break a rule, naming the rule and column.
+
+    ``first_line`` is the file line of the first record (2 for CSV with a header, 1 for NDJSON).
+    """
+    columns = frame.columns
+    numbered = frame.with_row_index("_line", offset=first_line)
+    casts = {name: cast_expression(name, spec.columns[name]) for name in columns}
+    typed = numbered.with_columns(**{f"__typed_{name}": expr for name, expr in casts.items()})
+
+    failures: list[tuple[pl.Expr, str, str]] = []
+    for name in columns:
+        column_spec = spec.columns[name]
+        if column_spec.not_null:
+            failures.append((pl.col(name).is_null() | (pl.col(name).str.strip_chars() == ""), "not_null", name))
+        if column_spec.type != "string":
+            broken = pl.col(f"__typed_{name}").is_null() & (pl.col(name).str.strip_chars().fill_null("") != "")
+            failures.append((broken, f"type_{column_spec.type}", name))
+    if spec.key and spec.key in columns:
+        failures.append((pl.col(spec.key).is_first_distinct().not_(), "unique", spec.key))
+
+    rule = pl.lit(None, dtype=pl.String)
+    failing_column = pl.lit(None, dtype=pl.String)
+    for condition, rule_name, column_name in reversed(failures):
+        rule = pl.when(condition).then(pl.lit(rule_name)).otherwise(rule)
+        failing_column = pl.when(condition).then(pl.lit(column_name)).otherwise(failing_column)
+    judged = typed.with_columns(_rule=rule, _column=failing_column)
+
+    loaded = judged.filter(pl.col("_rule").is_null()).select(
+        [pl.col(f"__typed_{name}").alias(name) for name in columns]
+    )
+    quarantined = judged.filter(pl.col("_rule").is_not_null()).select(
+        [*columns, pl.col("_line").cast(pl.String), "_rule", "_column"]
+    )
+    reasons = {
+        f"{row['_rule']}:{row['_column']}": row["len"]
+        for row in quarantined.group_by("_rule", "_column").len().iter_rows(named=True)
+    }
+    return Validated(loaded=loaded, quarantined=quarantined, reasons=reasons)

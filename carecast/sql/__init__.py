@@ -1,0 +1,1 @@
+"""Analyst and model SQL: parsing, column lineage, and a confined DuckDB engine."""

@@ -1,0 +1,215 @@
+"""The pipeline's stages as plain functions over a Runtime: what each Dagster asset calls.
+
+Each returns its result and a metadata dict of counts, hashes, versions, columns and key ids, never
+values, so the caller can put it in materialization metadata or a log as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from carecast.audience import CONSENT_COLUMNS, HOLDOUT, PROFILE_COLUMNS, SUPPRESSION_COLUMNS, build_audience
+from carecast.campaigns import Campaign
+from carecast.delivery import Transport, deliver_outbox
+from carecast.ingest.landing import latest_file
+from carecast.ingest.load import ingest_file
+from carecast.lake import DatasetVersion, LakeRead
+from carecast.ledger import Ledger
+from carecast.models.runner import QueryRun, run_sql
+from carecast.models.tests import ModelTestResult, run_model_tests
+from carecast.reporting import CampaignSummary, write_report
+from carecast.rendering import render_outbox
+from carecast.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class StageResult:
+    metadata: dict[str, Any]
+    written: DatasetVersion | None = None
+    tests: list[ModelTestResult] = field(default_factory=list)
+
+
+def _reads_metadata(runtime: Runtime, reads: tuple[LakeRead, ...]) -> dict[str, Any]:
+    run = QueryRun(table=pa.table({}), reads=reads)
+    return {
+        "input_versions": run.input_versions(),
+        "columns_read": run.columns_read(),
+        "classes_read": run.classes_read(runtime.lake),
+        "key_ids_unwrapped": list(run.key_ids),
+    }
+
+
+def _written_metadata(version: DatasetVersion) -> dict[str, Any]:
+    return {"dataset_version": version.ref, "rows": version.rows, "key_ids_wrapped": list(version.key_ids)}
+
+
+def ingest(runtime: Runtime, source: str, table: str) -> StageResult:
+    report = ingest_file(runtime.lake, latest_file(runtime.home.landing, source, table))
+    metadata = {
+        "batch": report.batch,
+        "file": report.file_name,
+        "rows_read": report.rows_read,
+        "rows_loaded": report.rows_loaded,
+        "rows_quarantined": report.rows_quarantined,
+        "reconciled": report.rows_read == report.rows_loaded + report.rows_quarantined,
+        "quarantine_reasons": report.quarantine_reasons,
+        "columns_loaded": list(report.columns_loaded),
+        "columns_dropped_undeclared": list(report.columns_dropped),
+        **_written_metadata(report.loaded),
+        "key_ids_wrapped": list(report.key_ids),
+    }
+    if report.quarantine:
+        metadata["quarantine_version"] = report.quarantine.ref
+    return StageResult(metadata=metadata, written=report.loaded)
+
+
+def run_model(runtime: Runtime, name: str) -> StageResult:
+    model = runtime.project.models[name]
+    run = run_sql(runtime.lake, model.render(runtime.as_of), model.inputs)
+    version = runtime.lake.write(name, run.table)
+    tests = run_model_tests(run.table, model.spec, runtime.lake)
+    metadata = {
+        "sql_sha256": model.sha256,
+        "grain": model.spec.grain,
+        "as_of": runtime.send_date,
+        **_reads_metadata(runtime, run.reads),
+        **_written_metadata(version),
+    }
+    return StageResult(metadata=metadata, written=version, tests=tests)
+
+
+def run_segment(runtime: Runtime, name: str) -> StageResult:
+    segment = runtime.project.segments[name]
+    run = run_sql(runtime.lake, segment.render(runtime.as_of), segment.refs)
+    if run.table.column_names[:1] != ["patient_id"]:
+        raise ValueError(f"{segment.path}: a segment's first column must be patient_id")
+    ids = run.table.select(["patient_id"])
+    if pc.count_distinct(ids.column("patient_id")).as_py() != ids.num_rows:
+        raise ValueError(f"{segment.path}: returns a patient more than once (grain is one row per patient)")
+    version = runtime.lake.write(segment.dataset, ids)
+    metadata = {
+        "sql_sha256": segment.sha256,
+        "owner": segment.header.owner,
+        "purposes": list(segment.header.purposes),
+        "as_of": runtime.send_date,
+        "patients": ids.num_rows,
+        **_reads_metadata(runtime, run.reads),
+        **_written_metadata(version),
+    }
+    return StageResult(metadata=metadata, written=version)
+
+
+def audience_dataset(campaign: Campaign) -> str:
+    return f"audience_{campaign.name}"
+
+
+def outbox_dataset(campaign: Campaign) -> str:
+    return f"outbox_{campaign.name}"
+
+
+def build_campaign_audience(runtime: Runtime, campaign: Campaign) -> StageResult:
+    segment = runtime.project.segments[campaign.segment]
+    lake = runtime.lake
+    reads = (
+        lake.read(segment.dataset, ["patient_id"]),
+        lake.read("mart_patient_profile", list(PROFILE_COLUMNS)),
+        lake.read("mart_consent_latest", list(CONSENT_COLUMNS)),
+        lake.read("mart_suppressions", list(SUPPRESSION_COLUMNS)),
+    )
+    with Ledger(runtime.home.state_db) as ledger:
+        ledger_suppressions = ledger.suppressions_for(campaign.purpose)
+        audience = build_audience(
+            campaign,
+            *(read.table for read in reads),
+            as_of=runtime.send_time,
+            pseudonymizer=runtime.pseudonymizer(),
+            ledger_suppressions=ledger_suppressions,
+        )
+        funnel = {
+            "segment": audience.segment_size,
+            "excluded": audience.excluded,
+            "holdout": audience.holdout,
+            "audience": audience.size,
+        }
+        ledger.record_stage(campaign.name, runtime.send_date, "audience", funnel)
+    version = lake.write(audience_dataset(campaign), audience.members)
+    metadata = {
+        "purpose": campaign.purpose,
+        "as_of": runtime.send_time.isoformat(timespec="seconds"),
+        **funnel,
+        "variants": dict(sorted(_value_counts(audience.members, "variant").items())),
+        **_reads_metadata(runtime, reads),
+        **_written_metadata(version),
+    }
+    return StageResult(metadata=metadata, written=version)
+
+
+def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
+    counts = pc.value_counts(table.column(column)).to_pylist()
+    return {item["values"]: item["counts"] for item in counts}
+
+
+def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
+    template = runtime.project.templates[campaign.template]
+    lake = runtime.lake
+    members = lake.read(audience_dataset(campaign), ["patient_id", "patient_key", "variant"])
+    profile_columns = ["patient_id", "email", "preferred_language", *template.spec.fields]
+    profile = lake.read("mart_patient_profile", list(dict.fromkeys(profile_columns)))
+    sendable = members.table.filter(pc.not_equal(members.table.column("variant"), HOLDOUT))
+    recipients = sendable.join(profile.table, "patient_id", join_type="inner").sort_by("patient_key")
+    outbox = render_outbox(campaign, template, recipients.drop_columns(["patient_id"]), runtime.send_date)
+    version = lake.write(outbox_dataset(campaign), outbox)
+    with Ledger(runtime.home.state_db) as ledger:
+        ledger.record_stage(campaign.name, runtime.send_date, "render", {"rendered": outbox.num_rows})
+    metadata = {
+        "template": campaign.template,
+        "template_sha256": template.sha256,
+        "rendered": outbox.num_rows,
+        "locales": dict(sorted(_value_counts(outbox, "locale").items())),
+        **_reads_metadata(runtime, (members, profile)),
+        **_written_metadata(version),
+    }
+    return StageResult(metadata=metadata, written=version)
+
+
+def deliver_campaign(runtime: Runtime, campaign: Campaign, transport: Transport) -> StageResult:
+    outbox = runtime.lake.read(outbox_dataset(campaign))
+    with Ledger(runtime.home.state_db) as ledger:
+        report = deliver_outbox(outbox.table, campaign, runtime.send_date, ledger, transport)
+    metadata = {
+        "outbox": report.outbox,
+        "attempted": report.attempted,
+        "held_in_doubt_now": report.held_in_doubt,
+        "already_final": report.skipped_final,
+        "ledger_states": report.states,
+        **_reads_metadata(runtime, (outbox,)),
+    }
+    return StageResult(metadata=metadata)
+
+
+def report_campaign(runtime: Runtime, campaign: Campaign) -> tuple[StageResult, CampaignSummary]:
+    with Ledger(runtime.home.state_db) as ledger:
+        funnel = ledger.stage(campaign.name, runtime.send_date, "audience")
+        rendered = ledger.stage(campaign.name, runtime.send_date, "render")["rendered"]
+        states = ledger.counts(campaign.name, runtime.send_date)
+    summary = CampaignSummary(
+        campaign=campaign.name,
+        purpose=campaign.purpose,
+        send_date=runtime.send_date,
+        segment=campaign.segment,
+        segment_sha256=runtime.project.segments[campaign.segment].sha256,
+        template_sha256=runtime.project.templates[campaign.template].sha256,
+        segment_size=funnel["segment"],
+        excluded=funnel["excluded"],
+        holdout=funnel["holdout"],
+        audience=funnel["audience"],
+        rendered=rendered,
+        states=states,
+    )
+    path = write_report(summary, runtime.home.reports)
+    metadata = {"report": str(path), "marketer_view": summary.marketer_view()}
+    return StageResult(metadata=metadata), summary

@@ -1,0 +1,62 @@
+-- One row per patient: what campaigns may know of them, as of the run date.
+-- Dates of birth stay in staging; the mart carries age and age band (demographic) instead.
+with
+
+patients as (
+
+    select * from {{ ref('stg_patients') }}
+
+),
+
+contacts as (
+
+    select * from {{ ref('stg_contacts') }}
+
+),
+
+aged as (
+
+    select
+        patient_id,
+        first_name,
+        sex,
+        state,
+        left(zip_code, 3) as zip3,
+        date_part('year', age({{ var('as_of') }}, birth_date))::integer as age,
+        coalesce(death_date <= {{ var('as_of') }}, false) as is_deceased,
+
+    from patients
+
+),
+
+profiled as (
+
+    select
+        aged.patient_id,
+        aged.first_name,
+        aged.sex,
+        aged.state,
+        aged.zip3,
+        aged.age,
+        case
+            when aged.age < 18 then '0-17'
+            when aged.age < 30 then '18-29'
+            when aged.age < 40 then '30-39'
+            when aged.age < 50 then '40-49'
+            when aged.age < 65 then '50-64'
+            when aged.age < 75 then '65-74'
+            else '75+'
+        end as age_band,
+        aged.age < 18 as is_minor,
+        aged.is_deceased,
+        contacts.email,
+        coalesce(contacts.preferred_language, 'en') as preferred_language,
+        coalesce(contacts.is_email_opted_in, false) as is_email_opted_in,
+        coalesce(regexp_full_match(contacts.email, '[^@\s]+@[^@\s]+\.[^@\s.]+'), false) as has_valid_email,
+
+    from aged
+    left join contacts on contacts.patient_id = aged.patient_id
+
+)
+
+select * from profiled

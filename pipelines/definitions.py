@@ -1,0 +1,32 @@
+"""The code location: composes the asset factories, resources and jobs; no logic lives here."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.campaigns import all_campaign_assets
+from assets.ingest import ingest_assets
+from assets.models import model_assets
+from assets.segments import segment_assets
+from carecast.project import Project, load_project
+from pipelines.resources import CarecastResource, MailTransportResource
+
+everything_job = dg.define_asset_job(
+    "carecast_everything", selection=dg.AssetSelection.all(), description="Ingest through report, every campaign."
+)
+
+
+def build_definitions(project: Project) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            *ingest_assets(project),
+            *model_assets(project),
+            *segment_assets(project),
+            *all_campaign_assets(project),
+        ],
+        resources={"carecast": CarecastResource(), "mail": MailTransportResource()},
+        jobs=[everything_job],
+    )
+
+
+defs = build_definitions(load_project())

@@ -1,0 +1,62 @@
+"""Resources: the data home and the mail transport, each swapped by configuration, not code.
+
+Nothing here reads a secret or the environment at import time: defaults resolve when a run starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from carecast.crypto.access_log import access_context
+from carecast.delivery import Transport
+from carecast.home import CarecastHome
+from carecast.mail import EmbeddedSink, Mailbox, SmtpTransport, ensure_sink_certificate
+from carecast.project import Project
+from carecast.runtime import Runtime
+
+
+class CarecastResource(dg.ConfigurableResource):
+    """Where data lives (``CARECAST_HOME`` when ``home`` is empty) and the run's as-of date."""
+
+    home: str = ""
+    as_of: str = ""
+
+    def data_home(self) -> CarecastHome:
+        return CarecastHome.from_env(self.home or None)
+
+    @contextlib.contextmanager
+    def runtime(self, context: dg.AssetExecutionContext, project: Project, purpose: str = "-") -> Iterator[Runtime]:
+        """A Runtime whose key use is logged against this run and asset."""
+        as_of = date.fromisoformat(self.as_of) if self.as_of else None
+        runtime = Runtime.open(self.data_home(), project, as_of=as_of)
+        with access_context(run_id=context.run_id, asset=context.asset_key.to_user_string(), purpose=purpose):
+            yield runtime
+
+
+class MailTransportResource(dg.ConfigurableResource):
+    """``embedded_sink``: a local STARTTLS SMTP server started for the step, storing mail encrypted
+    under ``CARECAST_HOME/mailbox``. ``smtp``: a real relay at host:port, certificate pinned."""
+
+    kind: Literal["embedded_sink", "smtp"] = "embedded_sink"
+    host: str = "127.0.0.1"
+    port: int = 587
+    server_hostname: str = "localhost"
+    pinned_cert_path: str = ""
+
+    @contextlib.contextmanager
+    def open(self, runtime: Runtime) -> Iterator[Transport]:
+        if self.kind == "smtp":
+            pinned = Path(self.pinned_cert_path).read_bytes()
+            with SmtpTransport(self.host, self.port, pinned, server_hostname=self.server_hostname) as transport:
+                yield transport
+            return
+        cert_path, key_path = ensure_sink_certificate(runtime.home.keys / "sink")
+        with Mailbox(runtime.home.mailbox, runtime.kms) as mailbox, EmbeddedSink(mailbox, cert_path, key_path) as sink:
+            with SmtpTransport(sink.host, sink.port, cert_path.read_bytes()) as transport:
+                yield transport
