@@ -26,9 +26,11 @@ KEY_CLASSES = (
     "footer",
     "message",
     "pseudonym",
+    "landing",
 )
 """PHI classes of columns (identifier, clinical, demographic, operational), the Parquet footer,
-rendered messages (kept apart so retention can shred them) and the pseudonym (HMAC) key."""
+rendered messages (kept apart so retention can shred them), the pseudonym (HMAC) key and sealed
+landing files."""
 
 
 class UnknownKeyError(KeyError):

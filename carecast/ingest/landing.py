@@ -1,9 +1,11 @@
-"""The landing layout: ``landing/<source>/<batch>/<table>.<ext>``, complete once ``_SUCCESS`` exists."""
+"""The landing layout: ``landing/<source>/<batch>/<table>.<ext>[.enc]``, complete once ``_SUCCESS`` exists."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from carecast.crypto.sealed_file import SUFFIX as SEALED_SUFFIX
 
 SUCCESS_MARKER = "_SUCCESS"
 FILE_FORMATS = {"events": "ndjson"}
@@ -24,6 +26,10 @@ class LandedFile:
     def format(self) -> str:
         return FILE_FORMATS.get(self.source, "csv")
 
+    @property
+    def sealed(self) -> bool:
+        return self.path.name.endswith(SEALED_SUFFIX)
+
 
 def complete_batches(landing: Path, source: str) -> list[Path]:
     folder = landing / source
@@ -39,7 +45,8 @@ def latest_file(landing: Path, source: str, table: str) -> LandedFile:
         raise NoCompleteBatchError(f"no complete batch under {landing / source} (a batch needs {SUCCESS_MARKER})")
     batch = batches[-1]
     extension = FILE_FORMATS.get(source, "csv")
-    path = batch / f"{table}.{extension}"
-    if not path.exists():
-        raise NoCompleteBatchError(f"batch {batch.name} of {source} has no {path.name}")
-    return LandedFile(source=source, batch=batch.name, table=table, path=path)
+    plain = batch / f"{table}.{extension}"
+    for path in (plain.with_name(plain.name + SEALED_SUFFIX), plain):
+        if path.exists():
+            return LandedFile(source=source, batch=batch.name, table=table, path=path)
+    raise NoCompleteBatchError(f"batch {batch.name} of {source} has no {plain.name} (sealed or plain)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from carecast.crypto.sealed_file import open_sealed
 from carecast.ingest.landing import LandedFile
 from carecast.ingest.readers import read_extract
 from carecast.ingest.validate import validate
@@ -32,7 +33,8 @@ class IngestReport:
 
 def ingest_file(lake: Lake, landed: LandedFile) -> IngestReport:
     spec = lake.registry.table_spec(landed.source, landed.table)
-    frame, dropped = read_extract(landed.path, landed.format, spec)
+    source = open_sealed(landed.path, lake.kms) if landed.sealed else landed.path
+    frame, dropped = read_extract(source, str(landed.path), landed.format, spec)
     result = validate(frame, spec, first_line=1 if landed.format == "ndjson" else 2)
     if result.rows_read != frame.height:
         raise AssertionError(f"{landed.path}: reconciliation failed ({frame.height} read, {result.rows_read} judged)")

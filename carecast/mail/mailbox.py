@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 from carecast.crypto.envelope import DataKey, new_data_key, open_data_key
 from carecast.crypto.kms import Kms
@@ -51,7 +52,9 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages(message_id_sha256);
 """
 
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = re.compile(
+    rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
@@ -70,7 +73,9 @@ class StoredMessage:
 
 def message_id_sha256(message_id: str) -> str:
     """The hash stored for a Message-ID value (whitespace-stripped, angle brackets kept)."""
-    return hashlib.sha256(message_id.strip().encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(
+        message_id.strip().encode("utf-8", "surrogateescape")
+    ).hexdigest()
 
 
 def _message_id_hash(data: bytes) -> str | None:
@@ -101,13 +106,15 @@ class Mailbox:
         self._pending = 0
         self._next_seq = 0
         self._batch_started = 0.0
-        self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._connection = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False
+        )
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.execute("PRAGMA secure_delete=ON")
         self._connection.executescript(_SCHEMA)
 
-    def __enter__(self) -> Mailbox:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -134,7 +141,10 @@ class Mailbox:
             )
             self._next_seq = seq + 1
             self._pending += 1
-            if self._pending >= BATCH_SIZE or time.monotonic() - self._batch_started >= BATCH_SECONDS:
+            if (
+                self._pending >= BATCH_SIZE
+                or time.monotonic() - self._batch_started >= BATCH_SECONDS
+            ):
                 self._commit()
 
     def flush(self) -> None:
@@ -145,7 +155,9 @@ class Mailbox:
 
     def count(self) -> int:
         with self._lock:
-            return self._connection.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            return self._connection.execute("SELECT COUNT(*) FROM messages").fetchone()[
+                0
+            ]
 
     def message_id_hashes(self) -> list[str]:
         """Message-ID hashes in arrival order, one per stored message that had a Message-ID."""
@@ -162,7 +174,9 @@ class Mailbox:
         keys: dict[int, DataKey] = {}
         reader = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
         try:
-            for key_ref, key_id, wrapped in reader.execute("SELECT key_ref, key_id, wrapped FROM data_keys"):
+            for key_ref, key_id, wrapped in reader.execute(
+                "SELECT key_ref, key_id, wrapped FROM data_keys"
+            ):
                 keys[key_ref] = open_data_key(self._kms, key_id, wrapped)
             rows = reader.execute(
                 "SELECT seq, received_at, message_id_sha256, key_ref, sealed FROM messages ORDER BY seq"
@@ -214,7 +228,8 @@ class Mailbox:
         if self._data_key is None or self._key_ref is None:
             data_key = new_data_key(self._kms, KEY_CLASS)
             cursor = self._connection.execute(
-                "INSERT INTO data_keys (key_id, wrapped) VALUES (?, ?)", (data_key.key_id, data_key.wrapped)
+                "INSERT INTO data_keys (key_id, wrapped) VALUES (?, ?)",
+                (data_key.key_id, data_key.wrapped),
             )
             self._data_key, self._key_ref = data_key, cursor.lastrowid
         return self._data_key, self._key_ref

@@ -18,11 +18,14 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr, parseaddr
 
-CRLF_POLICY = email.policy.compat32.clone(linesep="\r\n")
-"""compat32 writes the pre-encoded headers as they are; ``email.policy.SMTP`` would re-parse every
-header through the header registry on output, which is about half the build time."""
+CRLF_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=None)
+"""Writes the headers encoded and folded here as they are. ``email.policy.SMTP`` would re-parse
+every header through the header registry on output (about half the build time), and compat32's
+own folding can leave a header's first line empty, which parsers read back as a leading space."""
 
-_BUILT_HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "mime-version"})
+_BUILT_HEADERS = frozenset(
+    {"from", "to", "subject", "date", "message-id", "mime-version"}
+)
 
 
 def build_message(
@@ -45,13 +48,13 @@ def build_message(
     message = MIMEMultipart("alternative", policy=CRLF_POLICY)
     message["From"] = _address(from_addr)
     message["To"] = _address(to_addr)
-    message["Subject"] = _unstructured(subject)
+    message["Subject"] = _unstructured("Subject", subject)
     message["Date"] = format_datetime(date)
     message["Message-ID"] = _checked(message_id)
     for name, value in (extra_headers or {}).items():
         if name.lower() in _BUILT_HEADERS:
             raise ValueError(f"extra_headers may not set {name}")
-        message[_checked(name)] = _unstructured(value)
+        message[_checked(name)] = _unstructured(name, value)
     message.attach(_text_part(text, "plain"))
     message.attach(_text_part(html, "html"))
     return message.as_bytes()
@@ -70,11 +73,15 @@ def _address(value: str) -> str:
     return formataddr((name, address), charset="utf-8")
 
 
-def _unstructured(value: str) -> str:
+def _unstructured(name: str, value: str) -> str:
+    """ASCII stays as is; anything else becomes RFC 2047 encoded words, folded at 78 columns
+    counting the header name."""
     _checked(value)
     if value.isascii():
         return value
-    return Header(value, "utf-8").encode(linesep="\r\n")
+    return Header(value, "utf-8", header_name=name).encode(
+        linesep="\r\n", maxlinelen=78
+    )
 
 
 def _text_part(body: str, subtype: str) -> MIMENonMultipart:
@@ -84,7 +91,9 @@ def _text_part(body: str, subtype: str) -> MIMENonMultipart:
     sixth of the UTF-8 bytes are non-ASCII.
     """
     encoded = body.encode("utf-8")
-    non_ascii = 0 if body.isascii() else len(encoded) - len(body.encode("ascii", "ignore"))
+    non_ascii = (
+        0 if body.isascii() else len(encoded) - len(body.encode("ascii", "ignore"))
+    )
     part = MIMENonMultipart("text", subtype, charset="utf-8", policy=CRLF_POLICY)
     del part["MIME-Version"]
     if non_ascii * 6 <= len(encoded):

@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -42,22 +42,33 @@ class SinkHandler:
 
     def __init__(self, mailbox: Mailbox, hard_bounce_domains: Iterable[str]):
         self.mailbox = mailbox
-        self.hard_bounce_domains = frozenset(domain.lower() for domain in hard_bounce_domains)
+        self.hard_bounce_domains = frozenset(
+            domain.lower() for domain in hard_bounce_domains
+        )
         self._flush_scheduled: asyncio.TimerHandle | None = None
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         if address.rpartition("@")[2].lower() in self.hard_bounce_domains:
             return "550 5.1.1 Recipient address rejected: mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
         content = envelope.original_content or b""
         self.mailbox.store(envelope.mail_from or "", envelope.rcpt_tos, content)
         if self._flush_scheduled is None:
-            self._flush_scheduled = asyncio.get_running_loop().call_later(FLUSH_DELAY_SECONDS, self._flush)
+            self._flush_scheduled = asyncio.get_running_loop().call_later(
+                FLUSH_DELAY_SECONDS, self._flush
+            )
         return "250 2.0.0 OK: queued"
 
     def _flush(self) -> None:
@@ -140,7 +151,7 @@ class EmbeddedSink:
     def port(self) -> int:
         return self._controller.port
 
-    def start(self) -> EmbeddedSink:
+    def start(self) -> Self:
         self._controller.start()
         self._running = True
         return self
@@ -151,7 +162,7 @@ class EmbeddedSink:
             self._controller.stop()
             self.mailbox.flush()
 
-    def __enter__(self) -> EmbeddedSink:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

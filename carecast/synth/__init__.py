@@ -17,14 +17,8 @@ from carecast.synth.consents import generate_consents
 from carecast.synth.contacts import generate_contacts
 from carecast.synth.events import generate_events
 from carecast.synth.people import generate_patients
-from carecast.synth.writer import (
-    copy_file,
-    finish_batch,
-    start_batch,
-    write_csv,
-    write_ndjson,
-    write_text,
-)
+from carecast.crypto.kms import Kms
+from carecast.synth.writer import BatchWriter
 
 __all__ = ["SYNTHEA_TABLES", "augment_synthea", "generate_landing"]
 
@@ -37,7 +31,9 @@ SYNTHETIC_NOTICE = (
 )
 
 
-def _write_engagement(landing: Path, cohort: Cohort, seed: int, batch: str, notice: str | None) -> dict[str, int]:
+def _write_engagement(
+    writer: BatchWriter, landing: Path, cohort: Cohort, seed: int, batch: str, notice: str | None
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     contacts = generate_contacts(seed, cohort)
     outputs: tuple[tuple[str, str, pl.DataFrame], ...] = (
@@ -46,47 +42,62 @@ def _write_engagement(landing: Path, cohort: Cohort, seed: int, batch: str, noti
         ("events", "events.ndjson", generate_events(seed, cohort, contacts)),
     )
     for source, file_name, frame in outputs:
-        folder = start_batch(landing / source / batch)
+        folder = writer.start_batch(landing / source / batch)
         target = folder / file_name
-        writer = write_ndjson if file_name.endswith(".ndjson") else write_csv
-        counts[f"{source}/{target.stem}"] = writer(frame, target)
+        write = writer.write_ndjson if file_name.endswith(".ndjson") else writer.write_csv
+        counts[f"{source}/{target.stem}"] = write(frame, target)
         if notice is not None:
-            write_text(notice, folder / "SYNTHETIC.txt")
-        finish_batch(folder)
+            writer.write_notice(notice, folder / "SYNTHETIC.txt")
+        writer.finish_batch(folder)
     return counts
 
 
 def generate_landing(
-    landing: Path, patients: int, seed: int = 7, as_of: date = DEFAULT_AS_OF, batch: str = DEFAULT_BATCH
+    landing: Path,
+    patients: int,
+    seed: int = 7,
+    as_of: date = DEFAULT_AS_OF,
+    batch: str = DEFAULT_BATCH,
+    kms: Kms | None = None,
 ) -> dict[str, int]:
-    """Write one fully synthetic landing batch and return the row count of every file."""
+    """Write one fully synthetic landing batch and return the row count of every file.
+
+    With ``kms``, every extract is sealed (encrypted at rest) rather than written in the clear.
+    """
     landing = Path(landing)
+    writer = BatchWriter(kms)
     population = generate_patients(seed, patients, as_of)
     clinical = generate_clinical(seed, population)
-    folder = start_batch(landing / "synthea" / batch)
-    counts = {"synthea/patients": write_csv(population.patients, folder / "patients.csv")}
+    folder = writer.start_batch(landing / "synthea" / batch)
+    counts = {"synthea/patients": writer.write_csv(population.patients, folder / "patients.csv")}
     for table in SYNTHEA_TABLES[1:]:
-        counts[f"synthea/{table}"] = write_csv(clinical[table], folder / f"{table}.csv")
-    finish_batch(folder)
-    counts.update(_write_engagement(landing, population.cohort, seed, batch, notice=None))
+        counts[f"synthea/{table}"] = writer.write_csv(clinical[table], folder / f"{table}.csv")
+    writer.finish_batch(folder)
+    counts.update(_write_engagement(writer, landing, population.cohort, seed, batch, notice=None))
     return counts
 
 
 def augment_synthea(
-    synthea_dir: Path, landing: Path, seed: int = 7, as_of: date = DEFAULT_AS_OF, batch: str = DEFAULT_BATCH
+    synthea_dir: Path,
+    landing: Path,
+    seed: int = 7,
+    as_of: date = DEFAULT_AS_OF,
+    batch: str = DEFAULT_BATCH,
+    kms: Kms | None = None,
 ) -> dict[str, int]:
     """Copy a Synthea export's seven core CSVs unchanged and add synthetic CRM, consent and
     event extracts for its patients (old and new Synthea column sets are both accepted)."""
     synthea_dir = Path(synthea_dir)
     landing = Path(landing)
-    folder = start_batch(landing / "synthea" / batch)
+    writer = BatchWriter(kms)
+    folder = writer.start_batch(landing / "synthea" / batch)
     counts: dict[str, int] = {}
     for table in SYNTHEA_TABLES:
         source = synthea_dir / f"{table}.csv"
-        copy_file(source, folder / source.name)
+        writer.copy_file(source, folder / source.name)
         counts[f"synthea/{table}"] = pl.scan_csv(source, infer_schema=False).select(pl.len()).collect().item()
-    finish_batch(folder)
+    writer.finish_batch(folder)
     patients = pl.read_csv(synthea_dir / "patients.csv", infer_schema=False)
     cohort = Cohort.from_synthea_patients(patients, as_of)
-    counts.update(_write_engagement(landing, cohort, seed, batch, notice=SYNTHETIC_NOTICE))
+    counts.update(_write_engagement(writer, landing, cohort, seed, batch, notice=SYNTHETIC_NOTICE))
     return counts
