@@ -19,7 +19,16 @@ from carecast.crypto.pseudonym import Pseudonymizer
 from carecast.sql.engine import confined_duckdb
 
 PROFILE_COLUMNS = ("patient_id", "is_deceased", "is_minor", "has_valid_email", "is_email_opted_in")
-CONSENT_COLUMNS = ("patient_id", "purpose", "channel", "consent_id", "document_id", "signed_at", "expires_at", "revoked_at")
+CONSENT_COLUMNS = (
+    "patient_id",
+    "purpose",
+    "channel",
+    "consent_id",
+    "document_id",
+    "signed_at",
+    "expires_at",
+    "revoked_at",
+)
 SUPPRESSION_COLUMNS = ("patient_id", "reason", "purpose", "suppressed_at")
 HOLDOUT = "holdout"
 

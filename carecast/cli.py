@@ -17,7 +17,9 @@ def _today() -> date:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="data home (default: $CARECAST_HOME or ./.carecast)")
-    parser.add_argument("--as-of", type=date.fromisoformat, default=None, help="run date, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument(
+        "--as-of", type=date.fromisoformat, default=None, help="run date, YYYY-MM-DD (default: today, UTC)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
 
 
@@ -72,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="write a synthetic landing batch (or extend a Synthea export)")
     _add_common(generate)
     generate.add_argument("--patients", type=int, default=10_000)
-    generate.add_argument("--synthea", type=Path, help="an existing Synthea CSV export to add CRM/consent/event extracts to")
+    generate.add_argument(
+        "--synthea", type=Path, help="an existing Synthea CSV export to add CRM/consent/event extracts to"
+    )
     generate.set_defaults(handler=command_generate)
 
     demo = commands.add_parser("demo", help="generate data, then materialize every asset and print the counts")

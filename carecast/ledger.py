@@ -86,7 +86,8 @@ class Ledger:
     def hold_in_doubt(self, campaign: str, send_date: str) -> int:
         """Mark messages left reserved by a crashed run as held; return how many."""
         cursor = self._connection.execute(
-            "update send_ledger set state = 'held', updated_at = ? where campaign = ? and send_date = ? and state = 'reserved'",
+            "update send_ledger set state = 'held', updated_at = ?"
+            " where campaign = ? and send_date = ? and state = 'reserved'",
             (_now(), campaign, send_date),
         )
         return cursor.rowcount
@@ -96,10 +97,12 @@ class Ledger:
         with self._transaction():
             self._connection.executemany(
                 """
-                insert into send_ledger (message_key, campaign, send_date, patient_key, variant, state, attempts, updated_at)
+                insert into send_ledger
+                    (message_key, campaign, send_date, patient_key, variant, state, attempts, updated_at)
                 values (?, ?, ?, ?, ?, 'reserved', 1, ?)
-                on conflict (message_key) do update set state = 'reserved', attempts = attempts + 1, updated_at = excluded.updated_at
-                where send_ledger.state = 'deferred'
+                on conflict (message_key) do update
+                    set state = 'reserved', attempts = attempts + 1, updated_at = excluded.updated_at
+                    where send_ledger.state = 'deferred'
                 """,
                 [(p.message_key, campaign, send_date, p.patient_key, p.variant, now) for p in batch],
             )
@@ -109,7 +112,8 @@ class Ledger:
         now = _now()
         with self._transaction():
             self._connection.executemany(
-                "update send_ledger set state = ?, smtp_code = ?, updated_at = ? where message_key = ? and state = 'reserved'",
+                "update send_ledger set state = ?, smtp_code = ?, updated_at = ?"
+                " where message_key = ? and state = 'reserved'",
                 [(state, code, now, key) for key, state, code in outcomes],
             )
 

@@ -32,12 +32,17 @@ def materialize_everything(home: CarecastHome, as_of: date, quiet: bool = True) 
         result = dg.materialize(
             list(defs.assets),
             instance=instance,
-            resources={"carecast": CarecastResource(home=str(home.root), as_of=as_of.isoformat()), "mail": MailTransportResource()},
+            resources={
+                "carecast": CarecastResource(home=str(home.root), as_of=as_of.isoformat()),
+                "mail": MailTransportResource(),
+            },
             run_config=run_config,
         )
         step_seconds = _step_seconds(instance, result.run_id)
     metadata = {
-        event.materialization.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+        event.materialization.asset_key.to_user_string(): {
+            k: v.value for k, v in event.materialization.metadata.items()
+        }
         for event in result.get_asset_materialization_events()
     }
     patients = metadata["raw_synthea_patients"]["rows_read"]
@@ -67,7 +72,10 @@ def materialize_everything(home: CarecastHome, as_of: date, quiet: bool = True) 
     return {
         "patients": patients,
         "quarantined": quarantined,
-        **{k: headline[k] for k in ("segment", "audience", "excluded", "rendered", "sent", "delivered", "bounced", "report")},
+        **{
+            k: headline[k]
+            for k in ("segment", "audience", "excluded", "rendered", "sent", "delivered", "bounced", "report")
+        },
         "run_id": result.run_id,
         "seconds": {"materialize": round(time.perf_counter() - started, 2), **step_seconds},
         "campaigns": campaigns,

@@ -50,13 +50,19 @@ def load_project(root: Path | None = None) -> Project:
     for campaign in campaigns.values():
         where = root / "campaigns"
         if campaign.segment not in segments:
-            raise CampaignDefinitionError(f"{where}: campaign {campaign.name!r} names unknown segment {campaign.segment!r}")
+            raise CampaignDefinitionError(
+                f"{where}: campaign {campaign.name!r} names unknown segment {campaign.segment!r}"
+            )
         if campaign.purpose not in segments[campaign.segment].header.purposes:
             raise CampaignDefinitionError(
                 f"{where}: campaign {campaign.name!r} has purpose {campaign.purpose!r}, which segment "
                 f"{campaign.segment!r} does not allow ({list(segments[campaign.segment].header.purposes)})"
             )
         if campaign.template not in templates:
-            raise CampaignDefinitionError(f"{where}: campaign {campaign.name!r} names unknown template {campaign.template!r}")
+            raise CampaignDefinitionError(
+                f"{where}: campaign {campaign.name!r} names unknown template {campaign.template!r}"
+            )
         check_template_for_campaign(templates[campaign.template], campaign)
-    return Project(root=root, registry=registry, models=models, segments=segments, templates=templates, campaigns=campaigns)
+    return Project(
+        root=root, registry=registry, models=models, segments=segments, templates=templates, campaigns=campaigns
+    )

@@ -129,20 +129,20 @@ def message_key(campaign: Campaign, send_date: str, patient_key: str) -> str:
 def footer(campaign: Campaign) -> tuple[str, str]:
     sender = campaign.sender
     text = f"\n--\n{sender.organisation}, {sender.postal_address}\n"
-    markup = f'<hr><p style="color:#555;font-size:12px">{html.escape(sender.organisation)}, {html.escape(sender.postal_address)}</p>'
+    identity = html.escape(f"{sender.organisation}, {sender.postal_address}")
+    markup = f'<hr><p style="color:#555;font-size:12px">{identity}</p>'
     return text, markup
 
 
-def render_outbox(
-    campaign: Campaign, template: MessageTemplate, recipients: pa.Table, send_date: str
-) -> pa.Table:
+def render_outbox(campaign: Campaign, template: MessageTemplate, recipients: pa.Table, send_date: str) -> pa.Table:
     """One message per recipient row (patient_key, variant, email, preferred_language, fields...)."""
     check_template_for_campaign(template, campaign)
     fields = list(template.spec.fields)
     compiled = {locale: template.compiled(locale) for locale in template.locales}
     base_context = {"organisation": campaign.sender.organisation, "links": campaign.links}
     columns: dict[str, list[str]] = {
-        name: [] for name in ("message_key", "patient_key", "variant", "locale", "to_addr", "subject", "body_text", "body_html")
+        name: []
+        for name in ("message_key", "patient_key", "variant", "locale", "to_addr", "subject", "body_text", "body_html")
     }
     footer_text, footer_html = footer(campaign)
     rows = recipients.to_pylist()
@@ -162,5 +162,7 @@ def render_outbox(
 
 
 def _html_document(body: str, preheader: str) -> str:
-    hidden = f'<div style="display:none;max-height:0;overflow:hidden">{html.escape(preheader)}</div>' if preheader else ""
+    hidden = (
+        f'<div style="display:none;max-height:0;overflow:hidden">{html.escape(preheader)}</div>' if preheader else ""
+    )
     return f'<!doctype html><html><body style="font-family:sans-serif;line-height:1.5">{hidden}{body}</body></html>'

@@ -21,8 +21,8 @@ from carecast.lake import DatasetVersion, LakeRead
 from carecast.ledger import Ledger
 from carecast.models.runner import QueryRun, run_sql
 from carecast.models.tests import ModelTestResult, run_model_tests
-from carecast.reporting import CampaignSummary, write_report
 from carecast.rendering import render_outbox
+from carecast.reporting import CampaignSummary, write_report
 from carecast.runtime import Runtime
 
 

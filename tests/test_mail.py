@@ -123,10 +123,7 @@ def test_message_round_trips_headers_and_both_parts() -> None:
     assert plain["Content-Transfer-Encoding"] == "quoted-printable"
     assert html["Content-Transfer-Encoding"] == "base64"
     # MIME text is canonically CRLF; the parser hands the line breaks back as sent.
-    assert (
-        plain.get_content().replace("\r\n", "\n")
-        == "Hola José,\nsu cita es mañana.\n.\nFrom the clinic"
-    )
+    assert plain.get_content().replace("\r\n", "\n") == "Hola José,\nsu cita es mañana.\n.\nFrom the clinic"
     assert html.get_content() == "<p>Hola José, 日本語のテキスト</p>" * 10
 
 
@@ -163,9 +160,7 @@ def test_two_hundred_messages_on_one_connection_are_stored_encrypted(
 ) -> None:
     sent = {f"patient{index}@example.org": _message(index) for index in range(200)}
     with _transport(sink, tls[0]) as transport:
-        outcomes = [
-            transport.send(raw, SENDER, recipient) for recipient, raw in sent.items()
-        ]
+        outcomes = [transport.send(raw, SENDER, recipient) for recipient, raw in sent.items()]
     sink.stop()
     mailbox.close()
 
@@ -173,9 +168,7 @@ def test_two_hundred_messages_on_one_connection_are_stored_encrypted(
     reopened = Mailbox(tmp_path / "mailbox", kms)
     assert reopened.count() == 200
     stored = list(reopened.read_all())
-    assert {message.rcpt_tos: message.data for message in stored} == {
-        (rcpt,): raw for rcpt, raw in sent.items()
-    }
+    assert {message.rcpt_tos: message.data for message in stored} == {(rcpt,): raw for rcpt, raw in sent.items()}
     assert all(message.mail_from == SENDER for message in stored)
     assert reopened.message_id_hashes()[:2] == [
         message_id_sha256("<msg-0@carecast.test>"),
@@ -183,9 +176,7 @@ def test_two_hundred_messages_on_one_connection_are_stored_encrypted(
     ]
     reopened.close()
 
-    on_disk = b"".join(
-        path.read_bytes() for path in (tmp_path / "mailbox").iterdir() if path.is_file()
-    )
+    on_disk = b"".join(path.read_bytes() for path in (tmp_path / "mailbox").iterdir() if path.is_file())
     assert CANARY.encode() not in on_disk
     assert not any(recipient.encode() in on_disk for recipient in sent)
     assert b"example.org" not in on_disk
@@ -194,8 +185,7 @@ def test_two_hundred_messages_on_one_connection_are_stored_encrypted(
     assert [entry["class"] for entry in wraps] == ["message"]
     log_text = (tmp_path / "keys" / "access.jsonl").read_text()
     assert all(
-        set(json.loads(line))
-        <= {"at", "op", "key_id", "class", "run_id", "asset", "purpose", "prev", "hash"}
+        set(json.loads(line)) <= {"at", "op", "key_id", "class", "run_id", "asset", "purpose", "prev", "hash"}
         for line in log_text.splitlines()
     )
     master = next((tmp_path / "keys" / "master").iterdir()).read_bytes()
@@ -209,9 +199,7 @@ def test_plain_server_without_starttls_is_refused_before_mail_from(
     server = Controller(recorder, hostname="127.0.0.1", port=_free_port())
     server.start()
     try:
-        transport = SmtpTransport(
-            "127.0.0.1", server.port, tls[0].read_bytes(), timeout=5.0
-        )
+        transport = SmtpTransport("127.0.0.1", server.port, tls[0].read_bytes(), timeout=5.0)
         with pytest.raises(TlsRequiredError) as refused:
             transport.connect()
         with pytest.raises(TlsRequiredError):
@@ -222,13 +210,9 @@ def test_plain_server_without_starttls_is_refused_before_mail_from(
     assert "patient0" not in repr(refused.value)
 
 
-def test_wrong_pinned_certificate_is_refused(
-    tmp_path: Path, sink: EmbeddedSink, mailbox: Mailbox
-) -> None:
+def test_wrong_pinned_certificate_is_refused(tmp_path: Path, sink: EmbeddedSink, mailbox: Mailbox) -> None:
     other_cert, _other_key = ensure_sink_certificate(tmp_path / "other-tls")
-    transport = SmtpTransport(
-        sink.host, sink.port, other_cert.read_bytes(), timeout=5.0
-    )
+    transport = SmtpTransport(sink.host, sink.port, other_cert.read_bytes(), timeout=5.0)
     with pytest.raises(CertificatePinError):
         transport.connect()
     with pytest.raises(CertificatePinError):
@@ -277,51 +261,34 @@ class _DroppingSink(EmbeddedSink):
     handler_class = _DroppingHandler
 
 
-def test_dropped_connection_is_deferred_then_the_transport_reconnects(
-    mailbox: Mailbox, tls: tuple[Path, Path]
-) -> None:
+def test_dropped_connection_is_deferred_then_the_transport_reconnects(mailbox: Mailbox, tls: tuple[Path, Path]) -> None:
     with _DroppingSink(mailbox, *tls) as sink, _transport(sink, tls[0]) as transport:
         dropped = transport.send(_message(0), SENDER, "patient0@example.org")
         assert dropped.status == "deferred"
         assert not transport.connected
-        assert (
-            transport.send(_message(1), SENDER, "patient1@example.org").status
-            == "delivered"
-        )
+        assert transport.send(_message(1), SENDER, "patient1@example.org").status == "delivered"
         time.sleep(0.3)
         # The server closed the idle connection; the next send replaces it transparently.
-        assert (
-            transport.send(_message(2), SENDER, "patient2@example.org").status
-            == "delivered"
-        )
+        assert transport.send(_message(2), SENDER, "patient2@example.org").status == "delivered"
     assert mailbox.count() == 2
 
 
-def test_nothing_listening_is_deferred_not_raised(
-    tls: tuple[Path, Path], mailbox: Mailbox
-) -> None:
+def test_nothing_listening_is_deferred_not_raised(tls: tuple[Path, Path], mailbox: Mailbox) -> None:
     with EmbeddedSink(mailbox, *tls) as sink, _transport(sink, tls[0]) as transport:
         port = sink.port
         sink.stop()
         # The stale connection fails at MAIL FROM, the retry cannot connect: 4.4.1, twice.
         for _ in range(2):
-            assert transport.send(
-                _message(0), SENDER, "patient0@example.org"
-            ) == SendOutcome("deferred", 421, "4.4.1")
+            assert transport.send(_message(0), SENDER, "patient0@example.org") == SendOutcome("deferred", 421, "4.4.1")
             assert not transport.connected
     assert port > 0
 
 
-def test_throughput_on_one_connection(
-    sink: EmbeddedSink, mailbox: Mailbox, tls: tuple[Path, Path]
-) -> None:
+def test_throughput_on_one_connection(sink: EmbeddedSink, mailbox: Mailbox, tls: tuple[Path, Path]) -> None:
     messages = [_message(index) for index in range(1000)]
     with _transport(sink, tls[0]) as transport:
         started = time.perf_counter()
-        outcomes = [
-            transport.send(raw, SENDER, f"patient{index}@example.org")
-            for index, raw in enumerate(messages)
-        ]
+        outcomes = [transport.send(raw, SENDER, f"patient{index}@example.org") for index, raw in enumerate(messages)]
         elapsed = time.perf_counter() - started
     assert {outcome.status for outcome in outcomes} == {"delivered"}
     assert mailbox.count() == len(messages)

@@ -39,9 +39,7 @@ def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def patients(landing: Path) -> pl.DataFrame:
-    return _read(landing, "patients").with_columns(
-        pl.col("BIRTHDATE").str.to_date(), pl.col("DEATHDATE").str.to_date()
-    )
+    return _read(landing, "patients").with_columns(pl.col("BIRTHDATE").str.to_date(), pl.col("DEATHDATE").str.to_date())
 
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(landing: Path, tmp_path: Path) -> None:
@@ -88,7 +86,14 @@ def test_formats_look_like_synthea(patients: pl.DataFrame, landing: Path) -> Non
     assert lat.is_between(41.0, 43.0).all() and lon.is_between(-73.6, -69.8).all()
     encounters = _read(landing, "encounters")
     assert encounters["START"].str.contains(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$").all()
-    assert set(encounters["ENCOUNTERCLASS"]) == {"wellness", "ambulatory", "outpatient", "emergency", "inpatient", "urgentcare"}
+    assert set(encounters["ENCOUNTERCLASS"]) == {
+        "wellness",
+        "ambulatory",
+        "outpatient",
+        "emergency",
+        "inpatient",
+        "urgentcare",
+    }
 
 
 def test_population_distributions(patients: pl.DataFrame) -> None:
@@ -141,8 +146,10 @@ def test_referential_integrity_and_dates(landing: Path, patients: pl.DataFrame) 
 def test_clinical_prevalences(landing: Path, patients: pl.DataFrame) -> None:
     conditions = _read(landing, "conditions")
     adults = patients.filter((pl.lit(AS_OF) - pl.col("BIRTHDATE")).dt.total_days() >= 18 * 365.25)
+
     def share(code: str) -> float:
         return conditions.filter(pl.col("CODE") == code)["PATIENT"].n_unique() / adults.height
+
     assert 0.2 <= share("59621000") <= 0.45
     assert 0.05 <= share("44054006") <= 0.16
     assert 0.05 <= share("15777000") <= 0.2
@@ -197,8 +204,15 @@ def test_contacts(landing: Path, patients: pl.DataFrame) -> None:
 def test_consents(landing: Path, patients: pl.DataFrame) -> None:
     consents = pl.read_csv(landing / "consents" / BATCH / "consents.csv", infer_schema=False)
     assert consents.columns == [
-        "consent_id", "patient_id", "purpose", "channel", "signed_at", "expires_at", "revoked_at",
-        "remuneration_disclosed", "document_id",
+        "consent_id",
+        "patient_id",
+        "purpose",
+        "channel",
+        "signed_at",
+        "expires_at",
+        "revoked_at",
+        "remuneration_disclosed",
+        "document_id",
     ]
     assert set(consents["purpose"]) == {"treatment", "operations", "marketing", "fundraising"}
     assert consents["patient_id"].is_in(patients["Id"].implode()).all()
@@ -218,18 +232,31 @@ def test_consents(landing: Path, patients: pl.DataFrame) -> None:
 def test_events(landing: Path) -> None:
     lines = (landing / "events" / BATCH / "events.ndjson").read_text().splitlines()
     events = [json.loads(line) for line in lines]
-    assert list(events[0]) == ["event_id", "event_type", "bounce_type", "occurred_at", "patient_id", "campaign", "purpose"]
+    assert list(events[0]) == [
+        "event_id",
+        "event_type",
+        "bounce_type",
+        "occurred_at",
+        "patient_id",
+        "campaign",
+        "purpose",
+    ]
     frame = pl.DataFrame(events)
     assert set(frame["event_type"]) <= {"delivery", "bounce", "complaint", "open", "click", "unsubscribe"}
     assert "spring-newsletter-2026" in set(frame["campaign"])
     assert set(frame.filter(pl.col("event_type") == "bounce")["bounce_type"]) <= {"hard", "soft"}
-    assert frame.filter(pl.col("event_type") != "bounce")["bounce_type"].null_count() == frame.filter(pl.col("event_type") != "bounce").height
+    assert (
+        frame.filter(pl.col("event_type") != "bounce")["bounce_type"].null_count()
+        == frame.filter(pl.col("event_type") != "bounce").height
+    )
     sends = frame.filter(pl.col("event_type").is_in(["delivery", "bounce"])).height
     hard = frame.filter(pl.col("bounce_type") == "hard").height
     assert 0.003 <= hard / sends <= 0.025
     patients = _read(landing, "patients")
     deaths = patients.filter(pl.col("DEATHDATE").is_not_null()).select(pl.col("Id").alias("patient_id"), "DEATHDATE")
-    after_death = frame.join(deaths, on="patient_id").filter(pl.col("occurred_at").str.slice(0, 10) > pl.col("DEATHDATE"))
+    after_death = frame.join(deaths, on="patient_id").filter(
+        pl.col("occurred_at").str.slice(0, 10) > pl.col("DEATHDATE")
+    )
     assert after_death.height == 0
 
 
@@ -243,7 +270,10 @@ def test_augment_synthea_copies_and_adds_synthetic_extracts(tmp_path: Path) -> N
     source_ids = pl.read_csv(SYNTHEA_27 / "patients.csv", infer_schema=False)["Id"]
     assert 0 < contacts.height <= 27 == counts["synthea/patients"]
     assert contacts["patient_id"].is_in(source_ids.implode()).all()
-    assert (contacts["email"].drop_nulls().str.ends_with("@example.org") | contacts["email"].drop_nulls().str.ends_with(".test")).all()
+    assert (
+        contacts["email"].drop_nulls().str.ends_with("@example.org")
+        | contacts["email"].drop_nulls().str.ends_with(".test")
+    ).all()
     for source in ("crm", "consents", "events"):
         assert "SYNTHETIC" in (tmp_path / source / BATCH / "SYNTHETIC.txt").read_text()
         assert (tmp_path / source / BATCH / "_SUCCESS").exists()

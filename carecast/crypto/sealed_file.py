@@ -81,7 +81,9 @@ def open_sealed(path: Path, kms: Kms) -> bytes:
         try:
             parts.append(aead.decrypt(prefix + struct.pack(">I", index), sealed, _associated_data(header, index, last)))
         except Exception:
-            raise SealedFileError(f"{path}: chunk {index} fails authentication (damaged, truncated or altered)") from None
+            raise SealedFileError(
+                f"{path}: chunk {index} fails authentication (damaged, truncated or altered)"
+            ) from None
         index += 1
     if index == 0:
         raise SealedFileError(f"{path}: truncated (no chunks)")

@@ -41,9 +41,7 @@ def ingest_file(lake: Lake, landed: LandedFile) -> IngestReport:
     loaded = lake.write(raw_dataset_name(landed.source, landed.table), result.loaded.to_arrow())
     quarantine = None
     if result.quarantined.height:
-        quarantine = lake.write(
-            quarantine_dataset_name(landed.source, landed.table), result.quarantined.to_arrow()
-        )
+        quarantine = lake.write(quarantine_dataset_name(landed.source, landed.table), result.quarantined.to_arrow())
     return IngestReport(
         source=landed.source,
         table=landed.table,

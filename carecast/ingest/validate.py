@@ -33,9 +33,7 @@ def cast_expression(name: str, spec: ColumnSpec) -> pl.Expr:
         case "date":
             return raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
         case "timestamp":
-            return pl.coalesce(
-                [raw.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in _TIMESTAMP_FORMATS]
-            )
+            return pl.coalesce([raw.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in _TIMESTAMP_FORMATS])
         case "float":
             return raw.cast(pl.Float64, strict=False)
         case "integer":

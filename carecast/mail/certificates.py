@@ -48,9 +48,7 @@ def ensure_sink_certificate(folder: Path) -> tuple[Path, Path]:
 
 def fingerprint_sha256(cert_pem: bytes) -> str:
     """Lowercase hex SHA-256 of the certificate's DER encoding (what a peer presents in TLS)."""
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(
-        serialization.Encoding.DER
-    )
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(der).hexdigest()
 
 
@@ -65,9 +63,9 @@ def _usable(cert_path: Path, key_path: Path) -> bool:
     if certificate.not_valid_after_utc <= datetime.now(UTC):
         return False
     raw = serialization.PublicFormat.SubjectPublicKeyInfo
-    return certificate.public_key().public_bytes(
+    return certificate.public_key().public_bytes(serialization.Encoding.DER, raw) == key.public_key().public_bytes(
         serialization.Encoding.DER, raw
-    ) == key.public_key().public_bytes(serialization.Encoding.DER, raw)
+    )
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -105,12 +103,8 @@ def _certificate_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM)

@@ -52,9 +52,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages(message_id_sha256);
 """
 
-_MESSAGE_ID = re.compile(
-    rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
-)
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
@@ -73,9 +71,7 @@ class StoredMessage:
 
 def message_id_sha256(message_id: str) -> str:
     """The hash stored for a Message-ID value (whitespace-stripped, angle brackets kept)."""
-    return hashlib.sha256(
-        message_id.strip().encode("utf-8", "surrogateescape")
-    ).hexdigest()
+    return hashlib.sha256(message_id.strip().encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _message_id_hash(data: bytes) -> str | None:
@@ -106,9 +102,7 @@ class Mailbox:
         self._pending = 0
         self._next_seq = 0
         self._batch_started = 0.0
-        self._connection = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False
-        )
+        self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.execute("PRAGMA secure_delete=ON")
@@ -135,16 +129,12 @@ class Mailbox:
             data_key, key_ref = self._session_key()
             seq = self._begin_batch()
             self._connection.execute(
-                "INSERT INTO messages (seq, received_at, message_id_sha256, key_ref, sealed)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO messages (seq, received_at, message_id_sha256, key_ref, sealed) VALUES (?, ?, ?, ?, ?)",
                 (seq, received_at, digest, key_ref, data_key.seal(payload, _aad(seq))),
             )
             self._next_seq = seq + 1
             self._pending += 1
-            if (
-                self._pending >= BATCH_SIZE
-                or time.monotonic() - self._batch_started >= BATCH_SECONDS
-            ):
+            if self._pending >= BATCH_SIZE or time.monotonic() - self._batch_started >= BATCH_SECONDS:
                 self._commit()
 
     def flush(self) -> None:
@@ -155,16 +145,13 @@ class Mailbox:
 
     def count(self) -> int:
         with self._lock:
-            return self._connection.execute("SELECT COUNT(*) FROM messages").fetchone()[
-                0
-            ]
+            return self._connection.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
 
     def message_id_hashes(self) -> list[str]:
         """Message-ID hashes in arrival order, one per stored message that had a Message-ID."""
         with self._lock:
             rows = self._connection.execute(
-                "SELECT message_id_sha256 FROM messages"
-                " WHERE message_id_sha256 IS NOT NULL ORDER BY seq"
+                "SELECT message_id_sha256 FROM messages WHERE message_id_sha256 IS NOT NULL ORDER BY seq"
             ).fetchall()
         return [row[0] for row in rows]
 
@@ -174,9 +161,7 @@ class Mailbox:
         keys: dict[int, DataKey] = {}
         reader = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
         try:
-            for key_ref, key_id, wrapped in reader.execute(
-                "SELECT key_ref, key_id, wrapped FROM data_keys"
-            ):
+            for key_ref, key_id, wrapped in reader.execute("SELECT key_ref, key_id, wrapped FROM data_keys"):
                 keys[key_ref] = open_data_key(self._kms, key_id, wrapped)
             rows = reader.execute(
                 "SELECT seq, received_at, message_id_sha256, key_ref, sealed FROM messages ORDER BY seq"
@@ -211,9 +196,7 @@ class Mailbox:
         """
         if not self._connection.in_transaction:
             self._connection.execute("BEGIN IMMEDIATE")
-            (self._next_seq,) = self._connection.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages"
-            ).fetchone()
+            (self._next_seq,) = self._connection.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()
             self._batch_started = time.monotonic()
             self._pending = 0
         return self._next_seq

@@ -23,9 +23,7 @@ CRLF_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=None)
 every header through the header registry on output (about half the build time), and compat32's
 own folding can leave a header's first line empty, which parsers read back as a leading space."""
 
-_BUILT_HEADERS = frozenset(
-    {"from", "to", "subject", "date", "message-id", "mime-version"}
-)
+_BUILT_HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "mime-version"})
 
 
 def build_message(
@@ -79,9 +77,7 @@ def _unstructured(name: str, value: str) -> str:
     _checked(value)
     if value.isascii():
         return value
-    return Header(value, "utf-8", header_name=name).encode(
-        linesep="\r\n", maxlinelen=78
-    )
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=78)
 
 
 def _text_part(body: str, subtype: str) -> MIMENonMultipart:
@@ -91,9 +87,7 @@ def _text_part(body: str, subtype: str) -> MIMENonMultipart:
     sixth of the UTF-8 bytes are non-ASCII.
     """
     encoded = body.encode("utf-8")
-    non_ascii = (
-        0 if body.isascii() else len(encoded) - len(body.encode("ascii", "ignore"))
-    )
+    non_ascii = 0 if body.isascii() else len(encoded) - len(body.encode("ascii", "ignore"))
     part = MIMENonMultipart("text", subtype, charset="utf-8", policy=CRLF_POLICY)
     del part["MIME-Version"]
     if non_ascii * 6 <= len(encoded):

@@ -42,9 +42,7 @@ class SinkHandler:
 
     def __init__(self, mailbox: Mailbox, hard_bounce_domains: Iterable[str]):
         self.mailbox = mailbox
-        self.hard_bounce_domains = frozenset(
-            domain.lower() for domain in hard_bounce_domains
-        )
+        self.hard_bounce_domains = frozenset(domain.lower() for domain in hard_bounce_domains)
         self._flush_scheduled: asyncio.TimerHandle | None = None
 
     async def handle_RCPT(
@@ -60,15 +58,11 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         self.mailbox.store(envelope.mail_from or "", envelope.rcpt_tos, content)
         if self._flush_scheduled is None:
-            self._flush_scheduled = asyncio.get_running_loop().call_later(
-                FLUSH_DELAY_SECONDS, self._flush
-            )
+            self._flush_scheduled = asyncio.get_running_loop().call_later(FLUSH_DELAY_SECONDS, self._flush)
         return "250 2.0.0 OK: queued"
 
     def _flush(self) -> None:

@@ -142,9 +142,7 @@ class SmtpTransport:
         except _StaleConnection:
             return _CONNECTION_DROPPED
 
-    def _transaction(
-        self, raw_message: bytes, mail_from: str, recipient: str, options: list[str]
-    ) -> SendOutcome:
+    def _transaction(self, raw_message: bytes, mail_from: str, recipient: str, options: list[str]) -> SendOutcome:
         try:
             self.connect()
         except (smtplib.SMTPException, OSError):
@@ -204,9 +202,7 @@ class SmtpTransport:
                 raise smtplib.SMTPConnectError(code, b"greeting refused")
             smtp.ehlo()
             if not smtp.has_extn("starttls"):
-                raise TlsRequiredError(
-                    f"{where} does not offer STARTTLS; refusing to send in clear"
-                )
+                raise TlsRequiredError(f"{where} does not offer STARTTLS; refusing to send in clear")
             # smtplib verifies the certificate against the host it dialled; dial the address,
             # verify the name.
             smtp._host = self.server_hostname
@@ -222,9 +218,7 @@ class SmtpTransport:
             ) from None
         except ssl.SSLError as failure:
             smtp.close()
-            raise MailTransportError(
-                f"TLS handshake with {where} failed ({failure.reason})"
-            ) from None
+            raise MailTransportError(f"TLS handshake with {where} failed ({failure.reason})") from None
         except BaseException:
             smtp.close()
             raise
@@ -233,12 +227,8 @@ class SmtpTransport:
     def _check_pin(self, smtp: smtplib.SMTP, where: str) -> None:
         assert isinstance(smtp.sock, ssl.SSLSocket)
         peer = smtp.sock.getpeercert(binary_form=True) or b""
-        if not hmac.compare_digest(
-            hashlib.sha256(peer).hexdigest(), self._pinned_fingerprint
-        ):
-            raise CertificatePinError(
-                f"{where} certificate fingerprint does not match the pin"
-            )
+        if not hmac.compare_digest(hashlib.sha256(peer).hexdigest(), self._pinned_fingerprint):
+            raise CertificatePinError(f"{where} certificate fingerprint does not match the pin")
 
 
 def _outcome(code: int, reply: bytes) -> SendOutcome:

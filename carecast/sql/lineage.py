@@ -28,7 +28,9 @@ def required_columns(sql: str, schema: dict[str, list[str]]) -> dict[str, set[st
     try:
         tree = sqlglot.parse_one(sql, dialect=DIALECT)
     except sqlglot.errors.ParseError as error:
-        raise SqlLineageError(f"cannot parse SQL: {error.errors[0]['description'] if error.errors else error}") from None
+        raise SqlLineageError(
+            f"cannot parse SQL: {error.errors[0]['description'] if error.errors else error}"
+        ) from None
     sqlglot_schema = {table: {column: "VARCHAR" for column in columns} for table, columns in schema.items()}
     try:
         qualified = qualify(

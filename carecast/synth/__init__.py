@@ -11,13 +11,13 @@ from pathlib import Path
 
 import polars as pl
 
+from carecast.crypto.kms import Kms
 from carecast.synth.clinical import generate_clinical
 from carecast.synth.cohort import Cohort
 from carecast.synth.consents import generate_consents
 from carecast.synth.contacts import generate_contacts
 from carecast.synth.events import generate_events
 from carecast.synth.people import generate_patients
-from carecast.crypto.kms import Kms
 from carecast.synth.writer import BatchWriter
 
 __all__ = ["SYNTHEA_TABLES", "augment_synthea", "generate_landing"]

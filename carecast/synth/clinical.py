@@ -63,7 +63,9 @@ class _Ledger:
     table: _Table = field(default_factory=_Table)
     count: int = 0
 
-    def add(self, patient: np.ndarray, start: np.ndarray, kind: np.ndarray | int, reason: np.ndarray | int = -1) -> np.ndarray:
+    def add(
+        self, patient: np.ndarray, start: np.ndarray, kind: np.ndarray | int, reason: np.ndarray | int = -1
+    ) -> np.ndarray:
         size = patient.shape[0]
         index = np.arange(self.count, self.count + size, dtype=np.int64)
         self.count += size
@@ -101,9 +103,13 @@ class ClinicalGenerator:
         return (day - self.birth[patient]) / DAYS_PER_YEAR
 
     def _moment(self, patient: np.ndarray, low_day: np.ndarray, high_day: np.ndarray) -> np.ndarray:
-        return daytime_timestamps(self.rng, uniform_days(self.rng, low_day, np.minimum(high_day, self.last_day[patient])))
+        return daytime_timestamps(
+            self.rng, uniform_days(self.rng, low_day, np.minimum(high_day, self.last_day[patient]))
+        )
 
-    def _visit(self, patient: np.ndarray, low_day: np.ndarray, kind: np.ndarray | int, reason: np.ndarray | int = -1) -> tuple[np.ndarray, np.ndarray]:
+    def _visit(
+        self, patient: np.ndarray, low_day: np.ndarray, kind: np.ndarray | int, reason: np.ndarray | int = -1
+    ) -> tuple[np.ndarray, np.ndarray]:
         start = self._moment(patient, np.maximum(low_day, self.birth[patient]), self.last_day[patient])
         return start, self.ledger.add(patient, start, kind, reason)
 
@@ -111,7 +117,14 @@ class ClinicalGenerator:
         offset = self.rng.integers(low_minutes * 60, high_minutes * 60 + 1, size=start.shape[0])
         return np.minimum(start + offset, self.last_second[patient])
 
-    def _add_condition(self, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray, condition: np.ndarray | int, stop_day: np.ndarray | None = None) -> None:
+    def _add_condition(
+        self,
+        patient: np.ndarray,
+        start: np.ndarray,
+        encounter: np.ndarray,
+        condition: np.ndarray | int,
+        stop_day: np.ndarray | None = None,
+    ) -> None:
         start_day = start // SECONDS_PER_DAY
         self.conditions.add(
             patient=patient,
@@ -121,7 +134,15 @@ class ClinicalGenerator:
             code=np.broadcast_to(np.asarray(condition, dtype=np.int64), patient.shape),
         )
 
-    def _add_medication(self, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray, medication: np.ndarray | int, reason: np.ndarray | int, days: np.ndarray | None) -> None:
+    def _add_medication(
+        self,
+        patient: np.ndarray,
+        start: np.ndarray,
+        encounter: np.ndarray,
+        medication: np.ndarray | int,
+        reason: np.ndarray | int,
+        days: np.ndarray | None,
+    ) -> None:
         """Chronic prescriptions (days=None) run until death or stay open; acute ones stop."""
         if days is None:
             stop = np.where(self.cohort.is_deceased[patient], self.last_second[patient], NO_TIMESTAMP)
@@ -147,15 +168,24 @@ class ClinicalGenerator:
             code=np.full(patient.shape[0], procedure, dtype=np.int64),
         )
 
-    def _add_observation(self, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray, observation: int, value: pl.Series) -> None:
+    def _add_observation(
+        self, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray, observation: int, value: pl.Series
+    ) -> None:
         self.observations.add(
-            patient=patient, start=start, encounter=encounter,
-            code=np.full(patient.shape[0], observation, dtype=np.int64), value=value,
+            patient=patient,
+            start=start,
+            encounter=encounter,
+            code=np.full(patient.shape[0], observation, dtype=np.int64),
+            value=value,
         )
 
-    def _add_immunization(self, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray, vaccine: np.ndarray | int) -> None:
+    def _add_immunization(
+        self, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray, vaccine: np.ndarray | int
+    ) -> None:
         self.immunizations.add(
-            patient=patient, start=start, encounter=encounter,
+            patient=patient,
+            start=start,
+            encounter=encounter,
             code=np.broadcast_to(np.asarray(vaccine, dtype=np.int64), patient.shape),
         )
 
@@ -169,7 +199,9 @@ class ClinicalGenerator:
         glucose_draw = self.rng.random(self.cohort.size)
         has = {
             ref.HYPERTENSION: self.rng.random(self.cohort.size)
-            < np.where(adult, np.interp(age, [18, 30, 40, 50, 60, 70, 80], [0.04, 0.08, 0.18, 0.32, 0.47, 0.6, 0.68]), 0.0),
+            < np.where(
+                adult, np.interp(age, [18, 30, 40, 50, 60, 70, 80], [0.04, 0.08, 0.18, 0.32, 0.47, 0.6, 0.68]), 0.0
+            ),
             ref.DIABETES: glucose_draw < diabetes_p,
             ref.PREDIABETES: (glucose_draw >= diabetes_p) & (glucose_draw < diabetes_p + prediabetes_p),
             ref.HYPERLIPIDEMIA: self.rng.random(self.cohort.size)
@@ -193,7 +225,9 @@ class ClinicalGenerator:
         self.has = has
         return onset_second
 
-    def _chronic_medications(self, condition: int, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray) -> None:
+    def _chronic_medications(
+        self, condition: int, patient: np.ndarray, start: np.ndarray, encounter: np.ndarray
+    ) -> None:
         count = patient.shape[0]
         if condition == ref.HYPERTENSION:
             drug = np.asarray(ref.HYPERTENSION_DRUGS)[choose(self.rng, count, ref.HYPERTENSION_DRUG_SHARES)]
@@ -207,14 +241,20 @@ class ClinicalGenerator:
         elif condition == ref.ASTHMA:
             self._add_medication(patient, start, encounter, ref.ALBUTEROL, condition, None)
             controller = self.rng.random(count) < 0.5
-            self._add_medication(patient[controller], start[controller], encounter[controller], ref.FLUTICASONE, condition, None)
+            self._add_medication(
+                patient[controller], start[controller], encounter[controller], ref.FLUTICASONE, condition, None
+            )
 
     def wellness(self) -> None:
         """Latest well visit (last two years) with vitals, labs, screenings; an older one too."""
         patient = self._pick(np.where(self.age_at_end < 18.0, 0.92, 0.85))
-        start = self._moment(patient, np.maximum(self.birth[patient], self.last_day[patient] - 729), self.last_day[patient])
+        start = self._moment(
+            patient, np.maximum(self.birth[patient], self.last_day[patient] - 729), self.last_day[patient]
+        )
         age = self._age_on(patient, start // SECONDS_PER_DAY)
-        kind = np.where(age < 18.0, KIND["Well child visit (procedure)"], KIND["General examination of patient (procedure)"])
+        kind = np.where(
+            age < 18.0, KIND["Well child visit (procedure)"], KIND["General examination of patient (procedure)"]
+        )
         encounter = self.ledger.add(patient, start, kind)
         count = patient.shape[0]
         female = self.is_female[patient]
@@ -222,24 +262,44 @@ class ClinicalGenerator:
 
         median_height = np.where(
             female,
-            np.interp(age, [0, 0.5, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 18], [49, 65, 74, 86, 94, 102, 115, 127, 138, 151, 160, 162, 163]),
-            np.interp(age, [0, 0.5, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 18], [50, 67, 76, 87, 95, 103, 116, 128, 138, 149, 163, 173, 176]),
+            np.interp(
+                age,
+                [0, 0.5, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 18],
+                [49, 65, 74, 86, 94, 102, 115, 127, 138, 151, 160, 162, 163],
+            ),
+            np.interp(
+                age,
+                [0, 0.5, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 18],
+                [50, 67, 76, 87, 95, 103, 116, 128, 138, 149, 163, 173, 176],
+            ),
         )
         height = median_height * (1.0 + self.rng.normal(0.0, 0.04, size=count))
         obese = adult & (self.rng.random(count) < 0.32)
-        adult_bmi = np.where(obese, 30.0 + self.rng.gamma(1.5, 3.0, size=count), np.clip(self.rng.normal(25.0, 2.6, size=count), 18.0, 29.9))
-        child_bmi = np.interp(age, [0, 1, 2, 5, 10, 15, 18], [13.5, 17.0, 16.5, 15.5, 17.5, 20.5, 23.0]) * (1.0 + self.rng.normal(0.0, 0.08, size=count))
+        adult_bmi = np.where(
+            obese,
+            30.0 + self.rng.gamma(1.5, 3.0, size=count),
+            np.clip(self.rng.normal(25.0, 2.6, size=count), 18.0, 29.9),
+        )
+        child_bmi = np.interp(age, [0, 1, 2, 5, 10, 15, 18], [13.5, 17.0, 16.5, 15.5, 17.5, 20.5, 23.0]) * (
+            1.0 + self.rng.normal(0.0, 0.08, size=count)
+        )
         weight = np.where(adult, adult_bmi, child_bmi) * (height / 100.0) ** 2
         self._add_observation(patient, start, encounter, ref.HEIGHT, _numeric(height))
         self._add_observation(patient, start, encounter, ref.WEIGHT, _numeric(weight))
 
         hypertensive = self.has[ref.HYPERTENSION][patient]
-        systolic = np.where(hypertensive, self.rng.normal(141.0, 12.0, size=count), self.rng.normal(117.0, 10.0, size=count))
+        systolic = np.where(
+            hypertensive, self.rng.normal(141.0, 12.0, size=count), self.rng.normal(117.0, 10.0, size=count)
+        )
         systolic = np.where(adult, systolic, self.rng.normal(104.0, 8.0, size=count))
         diastolic = 0.55 * systolic + self.rng.normal(11.0, 6.0, size=count)
         with_bp = age >= 3.0
-        self._add_observation(patient[with_bp], start[with_bp], encounter[with_bp], ref.SYSTOLIC, _numeric(systolic[with_bp], 0))
-        self._add_observation(patient[with_bp], start[with_bp], encounter[with_bp], ref.DIASTOLIC, _numeric(diastolic[with_bp], 0))
+        self._add_observation(
+            patient[with_bp], start[with_bp], encounter[with_bp], ref.SYSTOLIC, _numeric(systolic[with_bp], 0)
+        )
+        self._add_observation(
+            patient[with_bp], start[with_bp], encounter[with_bp], ref.DIASTOLIC, _numeric(diastolic[with_bp], 0)
+        )
 
         smoking = labels(ref.SMOKING_STATUSES, choose(self.rng, int(adult.sum()), ref.SMOKING_SHARES))
         self._add_observation(patient[adult], start[adult], encounter[adult], ref.SMOKING, smoking)
@@ -275,12 +335,18 @@ class ClinicalGenerator:
             self._add_immunization(patient[chosen], start[chosen], encounter[chosen], vaccine)
 
         earlier = self._pick(np.where(self.last_day - self.birth > 800, 0.35, 0.0))
-        earlier_start = self._moment(earlier, np.maximum(self.birth[earlier], self.last_day[earlier] - 5 * YEAR), self.last_day[earlier] - 730)
+        earlier_start = self._moment(
+            earlier, np.maximum(self.birth[earlier], self.last_day[earlier] - 5 * YEAR), self.last_day[earlier] - 730
+        )
         earlier_age = self._age_on(earlier, earlier_start // SECONDS_PER_DAY)
         self.ledger.add(
             earlier,
             earlier_start,
-            np.where(earlier_age < 18.0, KIND["Well child visit (procedure)"], KIND["General examination of patient (procedure)"]),
+            np.where(
+                earlier_age < 18.0,
+                KIND["Well child visit (procedure)"],
+                KIND["General examination of patient (procedure)"],
+            ),
         )
 
     def acute_episodes(self) -> None:
@@ -292,31 +358,51 @@ class ClinicalGenerator:
         pick = choose(self.rng, count, [share for _, share, _, _ in ref.ACUTE_CONDITIONS])
         condition = np.asarray([code for code, _, _, _ in ref.ACUTE_CONDITIONS])[pick]
         otitis = ref.CONDITION_INDEX["65363002"]
-        condition = np.where((condition == otitis) & (self._age_on(patient, start // SECONDS_PER_DAY) >= 12.0), ref.CONDITION_INDEX["444814009"], condition)
+        condition = np.where(
+            (condition == otitis) & (self._age_on(patient, start // SECONDS_PER_DAY) >= 12.0),
+            ref.CONDITION_INDEX["444814009"],
+            condition,
+        )
         low_days = np.asarray([low for _, _, low, _ in ref.ACUTE_CONDITIONS])[pick]
         high_days = np.asarray([high for _, _, _, high in ref.ACUTE_CONDITIONS])[pick]
-        stop_day = start // SECONDS_PER_DAY + low_days + np.floor(self.rng.random(count) * (high_days - low_days + 1)).astype(np.int64)
+        stop_day = (
+            start // SECONDS_PER_DAY
+            + low_days
+            + np.floor(self.rng.random(count) * (high_days - low_days + 1)).astype(np.int64)
+        )
         stop_day = np.where(stop_day > self.last_day[patient], -1, stop_day)
         self._add_condition(patient, start, encounter, condition, stop_day)
 
         treatment = np.select(
             [
                 (condition == ref.CONDITION_INDEX["444814009"]) & (self.rng.random(count) < 0.5),
-                np.isin(condition, [ref.CONDITION_INDEX["195662009"], ref.CONDITION_INDEX["10509002"]]) & (self.rng.random(count) < 0.35),
+                np.isin(condition, [ref.CONDITION_INDEX["195662009"], ref.CONDITION_INDEX["10509002"]])
+                & (self.rng.random(count) < 0.35),
             ],
             [ref.AMOXICILLIN_CLAVULANATE, ref.ACETAMINOPHEN],
             default=-1,
         )
         treated = treatment >= 0
         self._add_medication(
-            patient[treated], start[treated], encounter[treated], treatment[treated], condition[treated],
+            patient[treated],
+            start[treated],
+            encounter[treated],
+            treatment[treated],
+            condition[treated],
             self.rng.integers(7, 11, size=int(treated.sum())),
         )
 
     def other_encounters(self) -> None:
         visits = self.rng.poisson(0.12 + 0.004 * np.maximum(self.age_at_end, 0.0))
         patient = np.repeat(np.arange(self.cohort.size), visits)
-        kinds = np.asarray([KIND["Follow-up encounter"], KIND["Emergency room admission (procedure)"], KIND["Urgent care clinic (procedure)"], KIND["Encounter Inpatient"]])
+        kinds = np.asarray(
+            [
+                KIND["Follow-up encounter"],
+                KIND["Emergency room admission (procedure)"],
+                KIND["Urgent care clinic (procedure)"],
+                KIND["Encounter Inpatient"],
+            ]
+        )
         kind = kinds[choose(self.rng, patient.shape[0], [0.4, 0.3, 0.15, 0.15])]
         self._visit(patient, self.last_day[patient] - 10 * YEAR, kind)
         deceased = np.flatnonzero(self.cohort.is_deceased)
@@ -346,10 +432,14 @@ class ClinicalGenerator:
         """Mammography for women 40+ (~72% of women 50-74 within two years) and colonoscopy 45+."""
         age = self.age_at_end
         female = self.is_female
-        recent_p = np.where(female, np.select([age < 40.0, age < 50.0, age < 75.0], [0.0, 0.55, 0.72], default=0.45), 0.0)
+        recent_p = np.where(
+            female, np.select([age < 40.0, age < 50.0, age < 75.0], [0.0, 0.55, 0.72], default=0.45), 0.0
+        )
         forty = self.birth + int(40 * DAYS_PER_YEAR) + 1
         patient = self._pick(recent_p)
-        start, encounter = self._visit(patient, np.maximum(forty[patient], self.last_day[patient] - 729), KIND["Outpatient procedure"])
+        start, encounter = self._visit(
+            patient, np.maximum(forty[patient], self.last_day[patient] - 729), KIND["Outpatient procedure"]
+        )
         self._add_procedure(patient, start, encounter, ref.MAMMOGRAPHY)
         older = self._pick(np.where(female & (age >= 44.0), 0.45, 0.0))
         older_high = self.last_day[older] - 731
@@ -361,7 +451,9 @@ class ClinicalGenerator:
 
         forty_five = self.birth + int(45 * DAYS_PER_YEAR) + 1
         patient = self._pick(np.where((age >= 45.0) & (age < 86.0), 0.55, 0.0))
-        start, encounter = self._visit(patient, np.maximum(forty_five[patient], self.last_day[patient] - 10 * YEAR), KIND["Outpatient procedure"])
+        start, encounter = self._visit(
+            patient, np.maximum(forty_five[patient], self.last_day[patient] - 10 * YEAR), KIND["Outpatient procedure"]
+        )
         self._add_procedure(patient, start, encounter, ref.COLONOSCOPY)
 
 
@@ -391,7 +483,9 @@ def _render(generator: ClinicalGenerator) -> dict[str, pl.DataFrame]:
     providers = uuids(rng, ORGANIZATION_COUNT * PROVIDERS_PER_ORGANIZATION)
     payers = uuids(rng, PAYER_COUNT)
     home_organization = rng.integers(0, ORGANIZATION_COUNT, size=size)
-    home_provider = home_organization * PROVIDERS_PER_ORGANIZATION + rng.integers(0, PROVIDERS_PER_ORGANIZATION, size=size)
+    home_provider = home_organization * PROVIDERS_PER_ORGANIZATION + rng.integers(
+        0, PROVIDERS_PER_ORGANIZATION, size=size
+    )
     payer = np.where(generator.age_at_end >= 65.0, 0, rng.integers(1, PAYER_COUNT, size=size))
     coverage_share = np.where(payer == PAYER_COUNT - 1, 0.0, rng.uniform(0.5, 0.95, size=size))
 
@@ -406,10 +500,23 @@ def _render(generator: ClinicalGenerator) -> dict[str, pl.DataFrame]:
     kinds = ref.ENCOUNTER_KINDS
     low = np.asarray([k.min_minutes for k in kinds])[kind] * 60
     high = np.asarray([k.max_minutes for k in kinds])[kind] * 60
-    stop = np.minimum(start + low + np.floor(rng.random(count) * (high - low + 1)).astype(np.int64), generator.last_second[patient])
-    away = np.isin(kind, [KIND["Emergency room admission (procedure)"], KIND["Encounter Inpatient"], KIND["Urgent care clinic (procedure)"]])
+    stop = np.minimum(
+        start + low + np.floor(rng.random(count) * (high - low + 1)).astype(np.int64), generator.last_second[patient]
+    )
+    away = np.isin(
+        kind,
+        [
+            KIND["Emergency room admission (procedure)"],
+            KIND["Encounter Inpatient"],
+            KIND["Urgent care clinic (procedure)"],
+        ],
+    )
     organization = np.where(away, rng.integers(0, ORGANIZATION_COUNT, size=count), home_organization[patient])
-    provider = np.where(away, organization * PROVIDERS_PER_ORGANIZATION + rng.integers(0, PROVIDERS_PER_ORGANIZATION, size=count), home_provider[patient])
+    provider = np.where(
+        away,
+        organization * PROVIDERS_PER_ORGANIZATION + rng.integers(0, PROVIDERS_PER_ORGANIZATION, size=count),
+        home_provider[patient],
+    )
     base_cost = np.asarray([k.base_cost for k in kinds])[kind]
     total_cost = np.round(base_cost * rng.lognormal(1.2, 0.9, size=count), 2)
     reason = encounters["reason"].to_numpy()

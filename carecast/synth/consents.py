@@ -30,7 +30,15 @@ class _Records:
     def __init__(self) -> None:
         self.parts: list[dict[str, np.ndarray]] = []
 
-    def add(self, patient: np.ndarray, purpose: int, signed: np.ndarray, expires: np.ndarray, revoked: np.ndarray, remuneration: np.ndarray) -> None:
+    def add(
+        self,
+        patient: np.ndarray,
+        purpose: int,
+        signed: np.ndarray,
+        expires: np.ndarray,
+        revoked: np.ndarray,
+        remuneration: np.ndarray,
+    ) -> None:
         self.parts.append(
             {
                 "patient": patient,
@@ -71,9 +79,23 @@ def generate_consents(seed: int, cohort: Cohort) -> pl.DataFrame:
         return np.zeros(count, dtype=bool)
 
     patient = np.flatnonzero(rng.random(size) < 0.96)
-    records.add(patient, TREATMENT, signed_between(patient, as_of_day - 6 * YEAR), never(patient.shape[0]), never(patient.shape[0]), falses(patient.shape[0]))
+    records.add(
+        patient,
+        TREATMENT,
+        signed_between(patient, as_of_day - 6 * YEAR),
+        never(patient.shape[0]),
+        never(patient.shape[0]),
+        falses(patient.shape[0]),
+    )
     patient = np.flatnonzero(rng.random(size) < 0.30)
-    records.add(patient, OPERATIONS, signed_between(patient, as_of_day - 6 * YEAR), never(patient.shape[0]), never(patient.shape[0]), falses(patient.shape[0]))
+    records.add(
+        patient,
+        OPERATIONS,
+        signed_between(patient, as_of_day - 6 * YEAR),
+        never(patient.shape[0]),
+        never(patient.shape[0]),
+        falses(patient.shape[0]),
+    )
 
     minor = (as_of_day - birth) < 18 * 365.25
     patient = np.flatnonzero(rng.random(size) < np.where(minor, MARKETING_SHARE_MINORS, MARKETING_SHARE_ADULTS))
@@ -90,13 +112,24 @@ def generate_consents(seed: int, cohort: Cohort) -> pl.DataFrame:
     earlier_patient, earlier_signed = earlier_patient[valid], earlier_signed[valid]
     earlier_count = earlier_patient.shape[0]
     records.add(
-        earlier_patient, MARKETING, earlier_signed,
-        earlier_signed + YEAR * SECONDS_PER_DAY, never(earlier_count), rng.random(earlier_count) < 0.5,
+        earlier_patient,
+        MARKETING,
+        earlier_signed,
+        earlier_signed + YEAR * SECONDS_PER_DAY,
+        never(earlier_count),
+        rng.random(earlier_count) < 0.5,
     )
 
     patient = np.flatnonzero(rng.random(size) < np.where(minor, 0.0, 0.2))
     signed = signed_between(patient, as_of_day - 5 * YEAR)
-    records.add(patient, FUNDRAISING, signed, never(patient.shape[0]), revoked_after(patient, signed, 0.3), falses(patient.shape[0]))
+    records.add(
+        patient,
+        FUNDRAISING,
+        signed,
+        never(patient.shape[0]),
+        revoked_after(patient, signed, 0.3),
+        falses(patient.shape[0]),
+    )
 
     frame = records.frame()
     rows = frame.height

@@ -54,11 +54,15 @@ def generate_contacts(seed: int, cohort: Cohort) -> pl.DataFrame:
 
     line = pl.Series(values=rng.integers(0, 100, size=count)).cast(pl.String).str.zfill(2)
     area = labels(ref.PHONE_AREA_CODES, rng.integers(0, len(ref.PHONE_AREA_CODES), size=count))
-    phone = pl.select(pl.concat_str([area, pl.lit("-555-01"), line])).to_series().set(
-        pl.Series(values=rng.random(count) < MISSING_PHONE_SHARE), None
+    phone = (
+        pl.select(pl.concat_str([area, pl.lit("-555-01"), line]))
+        .to_series()
+        .set(pl.Series(values=rng.random(count) < MISSING_PHONE_SHARE), None)
     )
 
-    updated_day = uniform_days(rng, np.maximum(cohort.birth_day[patient], cohort.as_of_day - 3 * 365), cohort.last_active_day[patient])
+    updated_day = uniform_days(
+        rng, np.maximum(cohort.birth_day[patient], cohort.as_of_day - 3 * 365), cohort.last_active_day[patient]
+    )
     updated_at = np.minimum(daytime_timestamps(rng, updated_day), cohort.last_active_second[patient])
     return pl.DataFrame(
         {
@@ -70,4 +74,3 @@ def generate_contacts(seed: int, cohort: Cohort) -> pl.DataFrame:
             "updated_at": datetimes(updated_at),
         }
     )
-

@@ -80,7 +80,9 @@ def generate_events(seed: int, cohort: Cohort, contacts: pl.DataFrame) -> pl.Dat
                         "patient": target[mask],
                         "at": np.minimum(moment[mask], cohort.last_active_second[target[mask]]),
                         "event_type": np.full(rows, event_type, dtype=np.int64),
-                        "bounce_type": pl.Series(values=[bounce], dtype=pl.String).gather(np.zeros(rows, dtype=np.int64)),
+                        "bounce_type": pl.Series(values=[bounce], dtype=pl.String).gather(
+                            np.zeros(rows, dtype=np.int64)
+                        ),
                         "campaign": pl.Series(values=[campaign]).gather(np.zeros(rows, dtype=np.int64)),
                         "purpose": pl.Series(values=[purpose]).gather(np.zeros(rows, dtype=np.int64)),
                     }

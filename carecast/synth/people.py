@@ -89,17 +89,19 @@ def generate_patients(seed: int, count: int, as_of: date) -> Population:
     marital_label = labels(ref.MARITAL_CODES, marital)
     ever_married_woman = is_female & np.isin(marital, [0, 2, 3])
     has_maiden = ever_married_woman & (rng.random(count) < 0.8)
-    maiden = _name_with_number(
-        rng, labels(ref.LAST_NAMES, rng.integers(0, len(ref.LAST_NAMES), size=count))
-    ).set(pl.Series(values=~has_maiden), None)
+    maiden = _name_with_number(rng, labels(ref.LAST_NAMES, rng.integers(0, len(ref.LAST_NAMES), size=count))).set(
+        pl.Series(values=~has_maiden), None
+    )
     prefix_index = np.select([~is_adult, ~is_female, marital == 0], [3, 0, 1], default=2)
     prefix = labels(("Mr.", "Mrs.", "Ms.", None), prefix_index)
     suffix_index = np.where(is_adult & (rng.random(count) < 0.01), rng.integers(0, 3, size=count), 3)
     suffix = labels(("MD", "PhD", "JD", None), suffix_index)
 
     ssn = patterned(
-        literal("999-", count), digits(rng.integers(10, 100, size=count), 2),
-        literal("-", count), digits(rng.integers(1000, 10000, size=count), 4),
+        literal("999-", count),
+        digits(rng.integers(10, 100, size=count), 2),
+        literal("-", count),
+        digits(rng.integers(1000, 10000, size=count), 4),
     )
     drivers = patterned(literal("S999", count), digits(rng.integers(10000, 100000, size=count), 5)).set(
         pl.Series(values=(age_at_end < 16.0) | (rng.random(count) > 0.85)), None
@@ -121,12 +123,20 @@ def generate_patients(seed: int, count: int, as_of: date) -> Population:
         .otherwise(pl.concat_str([labels([city.name for city in cities], birth_city), pl.lit("  Massachusetts  US")]))
     ).to_series()
     unit_kind = rng.integers(0, len(ref.ADDRESS_UNIT_KINDS), size=count)
-    unit = pl.select(
-        pl.concat_str(
-            [pl.lit(" "), labels(ref.ADDRESS_UNIT_KINDS, unit_kind), pl.lit(" "),
-             pl.Series(values=rng.integers(1, 100, size=count)).cast(pl.String)]
+    unit = (
+        pl.select(
+            pl.concat_str(
+                [
+                    pl.lit(" "),
+                    labels(ref.ADDRESS_UNIT_KINDS, unit_kind),
+                    pl.lit(" "),
+                    pl.Series(values=rng.integers(1, 100, size=count)).cast(pl.String),
+                ]
+            )
         )
-    ).to_series().set(pl.Series(values=rng.random(count) > 0.3), None)
+        .to_series()
+        .set(pl.Series(values=rng.random(count) > 0.3), None)
+    )
     address = pl.select(
         pl.concat_str(
             [
