@@ -21,7 +21,8 @@ def suppress_cells(cells: dict[str, int]) -> dict[str, str]:
     """Suppress 1..10, then complementary cells, within one group whose total is published."""
     hidden = {name for name, count in cells.items() if 0 < count < SMALL_CELL}
     if len(hidden) == 1:
-        visible = sorted((count, name) for name, count in cells.items() if name not in hidden and count > 0)
+        # Even a zero must go: total - shown cells would otherwise give the hidden one exactly.
+        visible = sorted((count, name) for name, count in cells.items() if name not in hidden)
         if visible:
             hidden.add(visible[0][1])
     return {name: (SUPPRESSED if name in hidden else str(count)) for name, count in cells.items()}

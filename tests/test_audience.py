@@ -1,0 +1,200 @@
+from datetime import datetime
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carecast.audience import HOLDOUT, assign_variant, build_audience
+from carecast.campaigns import Campaign
+from carecast.crypto.envelope import DataKey
+from carecast.crypto.pseudonym import Pseudonymizer
+
+SEND = datetime(2026, 11, 23, 12, 0)
+EARLIER = datetime(2025, 1, 1)
+LATER = datetime(2027, 1, 1)
+PSEUDONYMIZER = Pseudonymizer(DataKey(key_id="test", wrapped=b"", _plaintext=b"s" * 32))
+
+
+def _campaign(purpose: str, **extra) -> Campaign:
+    stream = "marketing" if purpose in ("marketing", "fundraising") else "transactional"
+    return Campaign.model_validate(
+        {
+            "name": "test_campaign",
+            "segment": "s",
+            "template": "t",
+            "purpose": purpose,
+            "stream": stream,
+            "sender": {"from": "a@example.org", "organisation": "Org", "postal_address": "1 St"},
+            **extra,
+        }
+    )
+
+
+def _profile(**overrides: dict) -> pa.Table:
+    rows = []
+    for patient_id, flags in overrides.items():
+        rows.append(
+            {
+                "patient_id": patient_id,
+                "is_deceased": False,
+                "is_minor": False,
+                "has_valid_email": True,
+                "is_email_opted_in": True,
+                **flags,
+            }
+        )
+    return pa.Table.from_pylist(rows)
+
+
+CONSENT_SCHEMA = pa.schema(
+    [
+        ("patient_id", pa.string()),
+        ("purpose", pa.string()),
+        ("channel", pa.string()),
+        ("consent_id", pa.string()),
+        ("document_id", pa.string()),
+        ("signed_at", pa.timestamp("us")),
+        ("expires_at", pa.timestamp("us")),
+        ("revoked_at", pa.timestamp("us")),
+    ]
+)
+SUPPRESSION_SCHEMA = pa.schema(
+    [
+        ("patient_id", pa.string()),
+        ("reason", pa.string()),
+        ("purpose", pa.string()),
+        ("suppressed_at", pa.timestamp("us")),
+    ]
+)
+
+
+def _consent(patient_id: str, purpose: str, signed=EARLIER, expires=None, revoked=None, channel="email") -> dict:
+    return {
+        "patient_id": patient_id,
+        "purpose": purpose,
+        "channel": channel,
+        "consent_id": f"c-{patient_id}",
+        "document_id": f"DOC-{patient_id}",
+        "signed_at": signed,
+        "expires_at": expires,
+        "revoked_at": revoked,
+    }
+
+
+def _run(campaign: Campaign, profile: pa.Table, consents: list[dict], suppressions: list[dict] = ()):
+    segment = pa.table({"patient_id": profile.column("patient_id")})
+    return build_audience(
+        campaign,
+        segment,
+        profile,
+        pa.Table.from_pylist(consents, schema=CONSENT_SCHEMA),
+        pa.Table.from_pylist(list(suppressions), schema=SUPPRESSION_SCHEMA),
+        as_of=SEND,
+        pseudonymizer=PSEUDONYMIZER,
+    )
+
+
+def test_each_treatment_exclusion_is_counted_once() -> None:
+    profile = _profile(
+        ok={},
+        dead={"is_deceased": True},
+        child={"is_minor": True},
+        no_email={"has_valid_email": False},
+        opted_out={"is_email_opted_in": False},
+        revoked={},
+        bounced={},
+        complained={},
+        unsubscribed_here={},
+        unsubscribed_marketing={},
+    )
+    consents = [_consent("revoked", "treatment", revoked=datetime(2026, 6, 1)), _consent("ok", "treatment")]
+    suppressions = [
+        {"patient_id": "bounced", "reason": "hard_bounce", "purpose": "all", "suppressed_at": EARLIER},
+        {"patient_id": "complained", "reason": "complaint", "purpose": "all", "suppressed_at": EARLIER},
+        {"patient_id": "unsubscribed_here", "reason": "unsubscribed", "purpose": "treatment", "suppressed_at": EARLIER},
+        {
+            "patient_id": "unsubscribed_marketing",
+            "reason": "unsubscribed",
+            "purpose": "marketing",
+            "suppressed_at": EARLIER,
+        },
+    ]
+    audience = _run(_campaign("treatment"), profile, consents, suppressions)
+    assert audience.excluded == {
+        "complaint": 1,
+        "consent_revoked": 1,
+        "deceased": 1,
+        "email_opt_out": 1,
+        "hard_bounce": 1,
+        "minor": 1,
+        "no_valid_email": 1,
+        "unsubscribed": 1,
+    }
+    assert sorted(audience.members.column("patient_id").to_pylist()) == ["ok", "unsubscribed_marketing"]
+    assert audience.segment_size == 10 and audience.size == 2
+
+
+def test_marketing_needs_a_valid_authorization_at_send_time() -> None:
+    profile = _profile(valid={}, none={}, expired={}, revoked={}, future={}, sms_only={}, revoked_later={})
+    consents = [
+        _consent("valid", "marketing", expires=LATER),
+        _consent("expired", "marketing", expires=datetime(2026, 11, 1)),
+        _consent("revoked", "marketing", revoked=datetime(2026, 11, 22)),
+        _consent("future", "marketing", signed=datetime(2026, 12, 1)),
+        _consent("sms_only", "marketing", channel="sms"),
+        _consent("revoked_later", "marketing", revoked=LATER),
+        _consent("none", "treatment"),
+    ]
+    audience = _run(_campaign("marketing"), profile, consents)
+    assert audience.excluded == {
+        "authorization_expired": 1,
+        "authorization_revoked": 1,
+        "no_authorization": 3,
+    }
+    assert sorted(audience.members.column("patient_id").to_pylist()) == ["revoked_later", "valid"]
+    assert (
+        dict(zip(*audience.members.select(["patient_id", "consent_document_id"]).to_pydict().values(), strict=True))[
+            "valid"
+        ]
+        == "DOC-valid"
+    )
+
+
+def test_fundraising_honors_the_opt_out_and_minors_can_be_allowed() -> None:
+    profile = _profile(opted_out={}, silent={}, child={"is_minor": True})
+    consents = [_consent("opted_out", "fundraising", revoked=datetime(2026, 1, 1))]
+    assert _run(_campaign("fundraising"), profile, consents).excluded == {"fundraising_opt_out": 1, "minor": 1}
+    allowed = _run(_campaign("treatment", allow_minors=True), _profile(child={"is_minor": True}), [])
+    assert allowed.size == 1
+
+
+def test_holdout_and_variants_are_stable_and_near_their_weights() -> None:
+    campaign = _campaign("treatment", variants={"A": 0.5, "B": 0.5}, holdout=0.1)
+    keys = PSEUDONYMIZER.patient_keys([f"p{i}" for i in range(4000)])
+    first = [assign_variant(campaign, key) for key in keys]
+    assert first == [assign_variant(campaign, key) for key in keys]
+    shares = {v: first.count(v) / len(first) for v in ("A", "B", HOLDOUT)}
+    assert shares[HOLDOUT] == pytest.approx(0.1, abs=0.02)
+    assert shares["A"] == pytest.approx(0.45, abs=0.03)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.text(min_size=1, max_size=8), min_size=1, max_size=40), st.sampled_from(["treatment", "marketing"]))
+def test_funnel_always_adds_up(patient_ids: set[str], purpose: str) -> None:
+    ids = sorted(patient_ids)
+    profile = pa.Table.from_pylist(
+        [
+            {
+                "patient_id": pid,
+                "is_deceased": len(pid) % 5 == 0,
+                "is_minor": len(pid) % 4 == 0,
+                "has_valid_email": len(pid) % 3 != 0,
+                "is_email_opted_in": hash(pid) % 2 == 0,
+            }
+            for pid in ids
+        ]
+    )
+    consents = [_consent(pid, purpose, revoked=SEND if i % 2 else None) for i, pid in enumerate(ids)]
+    audience = _run(_campaign(purpose), profile, consents)
+    assert audience.members.num_rows + sum(audience.excluded.values()) == audience.segment_size == len(ids)

@@ -1,0 +1,64 @@
+import pyarrow as pa
+import pytest
+
+from carecast.lake import DatasetNotFoundError, Lake
+from carecast.registry import UndeclaredColumnError
+
+CANARY_NAME = "Zebulon913"
+CANARY_DIAGNOSIS = "Canary syndrome (disorder)"
+
+
+def _patients() -> pa.Table:
+    return pa.table(
+        {
+            "Id": ["p1", "p2"],
+            "BIRTHDATE": pa.array([None, None], pa.date32()),
+            "FIRST": [CANARY_NAME, "Ada12"],
+            "GENDER": ["F", "M"],
+            "STATE": ["Massachusetts", "Massachusetts"],
+        }
+    )
+
+
+def test_every_column_is_encrypted_and_reads_back(lake: Lake) -> None:
+    version = lake.write("raw_synthea_patients", _patients())
+    assert version.version == 1 and version.rows == 2
+    raw = version.path.read_bytes()
+    assert CANARY_NAME.encode() not in raw and b"Massachusetts" not in raw
+    assert raw[-4:] == b"PARE", "an encrypted footer ends in PARE, not PAR1"
+    assert lake.read("raw_synthea_patients").table.equals(_patients())
+
+
+def test_a_read_unwraps_only_the_keys_of_the_columns_it_asks_for(lake: Lake) -> None:
+    lake.write("raw_synthea_patients", _patients())
+    demographic = lake.read("raw_synthea_patients", ["Id", "GENDER"])
+    assert demographic.key_ids == ("local/demographic/v1", "local/footer/v1", "local/operational/v1")
+    identifying = lake.read("raw_synthea_patients", ["FIRST"])
+    assert "local/identifier/v1" in identifying.key_ids
+    assert "local/demographic/v1" not in identifying.key_ids
+    unwrapped = [e["class"] for e in lake.kms.access_log.entries() if e["op"] == "unwrap"]
+    assert unwrapped.count("identifier") == 1
+
+
+def test_versions_are_immutable_and_numbered(lake: Lake) -> None:
+    first = lake.write("raw_synthea_patients", _patients())
+    second = lake.write("raw_synthea_patients", _patients().slice(0, 1))
+    assert (first.version, second.version) == (1, 2)
+    assert lake.read("raw_synthea_patients").table.num_rows == 1
+    assert lake.read("raw_synthea_patients", version=1).table.num_rows == 2
+    assert first.path.exists() and first.sha256 != second.sha256
+
+
+def test_a_column_without_a_declared_class_is_refused(lake: Lake) -> None:
+    table = _patients().append_column("favourite_colour", pa.array(["red", "blue"]))
+    with pytest.raises(UndeclaredColumnError, match="favourite_colour"):
+        lake.write("raw_synthea_patients", table)
+    assert not lake.exists("raw_synthea_patients")
+
+
+def test_missing_dataset_and_missing_column_are_clear_errors(lake: Lake) -> None:
+    with pytest.raises(DatasetNotFoundError):
+        lake.read("raw_synthea_patients")
+    lake.write("raw_synthea_patients", _patients())
+    with pytest.raises(KeyError, match="LAST"):
+        lake.read("raw_synthea_patients", ["LAST"])

@@ -1,0 +1,91 @@
+from datetime import date, datetime
+
+import pyarrow as pa
+import pytest
+
+from carecast import stages
+from carecast.home import CarecastHome
+from carecast.models.project import ModelDefinitionError, load_model
+from carecast.project import Project
+from carecast.runtime import Runtime
+
+
+@pytest.fixture
+def runtime(home: CarecastHome, project: Project) -> Runtime:
+    return Runtime.open(home, project, as_of=date(2026, 11, 23))
+
+
+def _consents(rows: list[tuple]) -> pa.Table:
+    names = [
+        "consent_id",
+        "patient_id",
+        "purpose",
+        "channel",
+        "signed_at",
+        "expires_at",
+        "revoked_at",
+        "remuneration_disclosed",
+        "document_id",
+    ]
+    types = [pa.string()] * 4 + [pa.timestamp("us")] * 3 + [pa.bool_(), pa.string()]
+    return pa.Table.from_pylist(
+        [dict(zip(names, r, strict=True)) for r in rows], schema=pa.schema(list(zip(names, types, strict=True)))
+    )
+
+
+def test_latest_consent_wins_even_when_its_expiry_is_null(runtime: Runtime) -> None:
+    # arg_max would skip the newest row (NULL expiry) and keep the expired older one
+    runtime.lake.write(
+        "raw_consents_consents",
+        _consents(
+            [
+                ("c1", "p1", "Marketing", "email", datetime(2024, 1, 1), datetime(2025, 1, 1), None, True, "DOC-1"),
+                ("c2", "p1", "marketing", "EMAIL", datetime(2025, 6, 1), None, None, True, "DOC-2"),
+                ("c3", "p2", "marketing", "email", datetime(2025, 6, 1), None, datetime(2025, 7, 1), False, "DOC-3"),
+            ]
+        ),
+    )
+    stages.run_model(runtime, "stg_consents")
+    result = stages.run_model(runtime, "mart_consent_latest")
+    latest = runtime.lake.read("mart_consent_latest").table.sort_by("patient_id").to_pylist()
+    assert [(r["patient_id"], r["consent_id"], r["expires_at"]) for r in latest] == [
+        ("p1", "c2", None),
+        ("p2", "c3", None),
+    ]
+    assert all(t.passed for t in result.tests)
+    assert result.metadata["columns_read"] == {
+        "stg_consents": [
+            "channel",
+            "consent_id",
+            "document_id",
+            "expires_at",
+            "is_remuneration_disclosed",
+            "patient_id",
+            "purpose",
+            "revoked_at",
+            "signed_at",
+        ]
+    }
+
+
+def test_model_tests_report_failing_rows_without_values(runtime: Runtime) -> None:
+    runtime.lake.write(
+        "raw_consents_consents",
+        _consents(
+            [
+                ("c1", "p1", "telepathy", "email", datetime(2024, 1, 1), None, None, True, "DOC-1"),
+            ]
+        ),
+    )
+    result = stages.run_model(runtime, "stg_consents")
+    failed = {t.name: t.failing_rows for t in result.tests if not t.passed}
+    assert failed == {"purpose__accepted_values": 1}
+    assert "telepathy" not in repr(result.metadata)
+
+
+def test_a_model_without_yaml_is_refused(tmp_path) -> None:
+    (tmp_path / "staging").mkdir()
+    sql = tmp_path / "staging" / "stg_orphans.sql"
+    sql.write_text("select 1 as x")
+    with pytest.raises(ModelDefinitionError, match="no stg_orphans.yml"):
+        load_model(sql)
