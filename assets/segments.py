@@ -15,7 +15,6 @@ def _segment_asset(project: Project, segment: Segment) -> dg.AssetsDefinition:
         group_name="segments",
         kinds={"duckdb", "sql"},
         description=segment.header.description,
-        owners=[],
         code_version=segment.sha256[:16],
         tags={"owner": segment.header.owner},
     )

@@ -39,7 +39,8 @@ class DatasetVersion:
     dataset: str
     version: int
     path: Path
-    rows: int
+    rows: int | None
+    """Known for a version just written; None for one looked up (counting would decrypt the footer)."""
     sha256: str
     key_ids: tuple[str, ...]
 
@@ -151,7 +152,7 @@ class Lake:
         if number == 0 or not path.exists():
             raise DatasetNotFoundError(f"dataset {dataset!r} has no version {number or '(none yet)'}")
         return DatasetVersion(
-            dataset=dataset, version=number, path=path, rows=-1, sha256=_file_sha256(path), key_ids=()
+            dataset=dataset, version=number, path=path, rows=None, sha256=_file_sha256(path), key_ids=()
         )
 
     def exists(self, dataset: str) -> bool:

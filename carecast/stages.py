@@ -17,9 +17,9 @@ from carecast.campaigns import Campaign
 from carecast.delivery import Transport, deliver_outbox
 from carecast.ingest.landing import latest_file
 from carecast.ingest.load import ingest_file
-from carecast.lake import DatasetVersion, LakeRead
+from carecast.lake import DatasetVersion
 from carecast.ledger import Ledger
-from carecast.models.runner import QueryRun, run_sql
+from carecast.models.runner import describe_reads, run_sql
 from carecast.models.tests import ModelTestResult, run_model_tests
 from carecast.rendering import render_outbox
 from carecast.reporting import CampaignSummary, write_report
@@ -31,16 +31,6 @@ class StageResult:
     metadata: dict[str, Any]
     written: DatasetVersion | None = None
     tests: list[ModelTestResult] = field(default_factory=list)
-
-
-def _reads_metadata(runtime: Runtime, reads: tuple[LakeRead, ...]) -> dict[str, Any]:
-    run = QueryRun(table=pa.table({}), reads=reads)
-    return {
-        "input_versions": run.input_versions(),
-        "columns_read": run.columns_read(),
-        "classes_read": run.classes_read(runtime.lake),
-        "key_ids_unwrapped": list(run.key_ids),
-    }
 
 
 def _written_metadata(version: DatasetVersion) -> dict[str, Any]:
@@ -76,7 +66,7 @@ def run_model(runtime: Runtime, name: str) -> StageResult:
         "sql_sha256": model.sha256,
         "grain": model.spec.grain,
         "as_of": runtime.send_date,
-        **_reads_metadata(runtime, run.reads),
+        **describe_reads(runtime.lake, run.reads),
         **_written_metadata(version),
     }
     return StageResult(metadata=metadata, written=version, tests=tests)
@@ -97,7 +87,7 @@ def run_segment(runtime: Runtime, name: str) -> StageResult:
         "purposes": list(segment.header.purposes),
         "as_of": runtime.send_date,
         "patients": ids.num_rows,
-        **_reads_metadata(runtime, run.reads),
+        **describe_reads(runtime.lake, run.reads),
         **_written_metadata(version),
     }
     return StageResult(metadata=metadata, written=version)
@@ -142,7 +132,7 @@ def build_campaign_audience(runtime: Runtime, campaign: Campaign) -> StageResult
         "as_of": runtime.send_time.isoformat(timespec="seconds"),
         **funnel,
         "variants": dict(sorted(_value_counts(audience.members, "variant").items())),
-        **_reads_metadata(runtime, reads),
+        **describe_reads(runtime.lake, reads),
         **_written_metadata(version),
     }
     return StageResult(metadata=metadata, written=version)
@@ -170,7 +160,7 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
         "template_sha256": template.sha256,
         "rendered": outbox.num_rows,
         "locales": dict(sorted(_value_counts(outbox, "locale").items())),
-        **_reads_metadata(runtime, (members, profile)),
+        **describe_reads(runtime.lake, (members, profile)),
         **_written_metadata(version),
     }
     return StageResult(metadata=metadata, written=version)
@@ -186,7 +176,7 @@ def deliver_campaign(runtime: Runtime, campaign: Campaign, transport: Transport)
         "held_in_doubt_now": report.held_in_doubt,
         "already_final": report.skipped_final,
         "ledger_states": report.states,
-        **_reads_metadata(runtime, (outbox,)),
+        **describe_reads(runtime.lake, (outbox,)),
     }
     return StageResult(metadata=metadata)
 

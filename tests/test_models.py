@@ -89,3 +89,66 @@ def test_a_model_without_yaml_is_refused(tmp_path) -> None:
     sql.write_text("select 1 as x")
     with pytest.raises(ModelDefinitionError, match="no stg_orphans.yml"):
         load_model(sql)
+
+
+ADDRESSES = {
+    "ann.lee.12@example.org": True,
+    "o'brien+news@mail.test": True,
+    "user@.example.org": False,  # empty first label: an SMTP server refuses it (553)
+    "a@@b.test": False,
+    "a b@mail.test": False,
+    "dot.@example.org": False,
+    "a@example.org.": False,
+    "a@localhost": False,
+    "": False,
+}
+
+
+def test_email_validity_agrees_with_email_validator(runtime: Runtime) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    ids = [f"p{i}" for i in range(len(ADDRESSES))]
+    runtime.lake.write(
+        "raw_synthea_patients",
+        pa.table(
+            {
+                "Id": ids,
+                "BIRTHDATE": pa.array([date(1970, 1, 1)] * len(ids)),
+                "DEATHDATE": pa.array([None] * len(ids), pa.date32()),
+                "FIRST": ids,
+                "LAST": ids,
+                "GENDER": ["F"] * len(ids),
+                "RACE": ids,
+                "ETHNICITY": ids,
+                "STATE": ids,
+                "ZIP": ["02155"] * len(ids),
+            }
+        ),
+    )
+    runtime.lake.write(
+        "raw_crm_contacts",
+        pa.table(
+            {
+                "patient_id": ids,
+                "email": list(ADDRESSES),
+                "preferred_language": ["en"] * len(ids),
+                "email_opt_in": [True] * len(ids),
+                "updated_at": pa.array([None] * len(ids), pa.timestamp("us")),
+            }
+        ),
+    )
+    for model in ("stg_patients", "stg_contacts", "mart_patient_profile"):
+        stages.run_model(runtime, model)
+    profile = runtime.lake.read("mart_patient_profile", ["patient_id", "has_valid_email"]).table.to_pylist()
+    judged = {row["patient_id"]: row["has_valid_email"] for row in profile}
+
+    def reference(address: str) -> bool:
+        try:
+            validate_email(address, check_deliverability=False, test_environment=True)
+        except EmailNotValidError:
+            return False
+        return True
+
+    for patient_id, (address, expected) in zip(ids, ADDRESSES.items(), strict=True):
+        assert judged[patient_id] is expected, address
+        assert reference(address) is expected, address

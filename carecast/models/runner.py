@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -16,23 +17,20 @@ class QueryRun:
     table: pa.Table
     reads: tuple[LakeRead, ...]
 
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        return tuple(sorted({key for read in self.reads for key in read.key_ids}))
 
-    def columns_read(self) -> dict[str, list[str]]:
-        return {read.version.dataset: list(read.columns) for read in self.reads}
-
-    def classes_read(self, lake: Lake) -> dict[str, list[str]]:
-        classes: dict[str, set[str]] = {}
-        for read in self.reads:
-            declared = lake.registry.classes_for(read.version.dataset, list(read.columns))
-            for column, column_class in declared.items():
-                classes.setdefault(column_class, set()).add(f"{read.version.dataset}.{column}")
-        return {column_class: sorted(columns) for column_class, columns in sorted(classes.items())}
-
-    def input_versions(self) -> list[str]:
-        return [read.version.ref for read in self.reads]
+def describe_reads(lake: Lake, reads: tuple[LakeRead, ...]) -> dict[str, Any]:
+    """What a step read, for its materialization metadata: versions, columns, classes, key ids."""
+    classes: dict[str, set[str]] = {}
+    for read in reads:
+        declared = lake.registry.classes_for(read.version.dataset, list(read.columns))
+        for column, column_class in declared.items():
+            classes.setdefault(column_class, set()).add(f"{read.version.dataset}.{column}")
+    return {
+        "input_versions": [read.version.ref for read in reads],
+        "columns_read": {read.version.dataset: list(read.columns) for read in reads},
+        "classes_read": {column_class: sorted(columns) for column_class, columns in sorted(classes.items())},
+        "key_ids_unwrapped": sorted({key for read in reads for key in read.key_ids}),
+    }
 
 
 def read_needed(lake: Lake, sql: str, inputs: tuple[str, ...]) -> tuple[LakeRead, ...]:

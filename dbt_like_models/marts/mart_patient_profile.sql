@@ -52,7 +52,11 @@ profiled as (
         contacts.email,
         coalesce(contacts.preferred_language, 'en') as preferred_language,
         coalesce(contacts.is_email_opted_in, false) as is_email_opted_in,
-        coalesce(regexp_full_match(contacts.email, '[^@\s]+@[^@\s]+\.[^@\s.]+'), false) as has_valid_email,
+        -- RFC 5321 dot-atom local part; a domain of letter-digit-hyphen labels and an alphabetic TLD
+        coalesce(regexp_full_match(
+            contacts.email,
+            '[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}'
+        ), false) as has_valid_email,
 
     from aged
     left join contacts on contacts.patient_id = aged.patient_id
