@@ -34,7 +34,11 @@ from carecast.mail import EmbeddedSink, Mailbox, ensure_sink_certificate
 from carecast.project import default_project_dir
 
 MAMMOGRAM_CODES = frozenset({"24623002", "71651007", "566571000119105", "450566007"})
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+# The same dot-atom rule as mart_patient_profile.has_valid_email, so both sides judge alike.
+EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
 TRUE = frozenset({"true", "t", "yes", "y", "1"})
 
 
