@@ -8,12 +8,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from email_validator import EmailNotValidError, validate_email
 
 from carecast.crypto.kms import LocalKms
 from carecast.mail import Mailbox
 from tests.integration.conftest import AS_OF, carecast, last_json_line, read_landed
 from tests.integration.leak_scan import scan_for_canaries
+from tests.reference import is_valid_email
 
 pytestmark = pytest.mark.integration
 PATIENTS = 3000
@@ -25,14 +25,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory, temp_dir: Path) -> tuple[Path
     home = tmp_path_factory.mktemp("home")
     completed = carecast(["demo", "--patients", str(PATIENTS), "--as-of", AS_OF, "--json"], home, temp_dir)
     return home, last_json_line(completed.stdout), completed.stdout + completed.stderr
-
-
-def _is_valid_email(address: str) -> bool:
-    try:
-        validate_email(address, check_deliverability=False, test_environment=True)
-    except EmailNotValidError:
-        return False
-    return True
 
 
 def _age(born: pl.Expr, on: date) -> pl.Expr:
@@ -92,7 +84,7 @@ def expected_funnel(home: Path) -> tuple[dict, set[str]]:
         address = (email_of.get(pid) or "").strip().lower()
         if row["DEATHDATE"] is not None and row["DEATHDATE"] <= as_of:
             reason = "deceased"
-        elif not _is_valid_email(address):
+        elif not is_valid_email(address):
             reason = "no_valid_email"
         elif opted_in.get(pid) != "true":
             reason = "email_opt_out"
