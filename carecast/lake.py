@@ -5,6 +5,12 @@ with a key of its own, with double wrapping (data keys wrapped by key-encryption
 wraps under master keys). A read names the columns it needs; Parquet then unwraps only the keys of
 those columns, and the KMS access log shows it. DuckDB and Polars never see files, only the
 decrypted Arrow tables this module returns.
+
+Each version is a folder ``<dataset>/vNNNNNN/`` holding ``data.parquet`` and its key material
+(``_KEY_MATERIAL_FOR_data.parquet.json``), kept outside the file so master-key rotation can re-wrap
+the keys of an immutable file without rewriting it. Every key is wrapped for the binding context
+``lake:<dataset>@v<N>``: a version folder copied over another fails to decrypt instead of being read
+as the wrong data.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import base64
 import hashlib
 import os
 import re
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,16 +29,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pqe
 
-from carecast.crypto.kms import Kms
+from carecast.crypto.kms import EPOCH_CLASSES, KeyBindingError, Kms, UnknownKeyError
 from carecast.registry import SchemaRegistry
 
-VERSION_FILE = re.compile(r"^v(\d{6})\.parquet$")
+VERSION_FOLDER = re.compile(r"^v(\d{6})$")
+DATA_FILE = "data.parquet"
 ROW_GROUP_ROWS = 1_000_000
 _CACHE_LIFETIME = timedelta(minutes=10)
 
 
 class DatasetNotFoundError(LookupError):
     pass
+
+
+class LakeIntegrityError(ValueError):
+    """A version's keys do not open: the files were swapped, altered, or their key destroyed."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,10 @@ class DatasetVersion:
         """Short, PHI-free reference used in lineage metadata: ``dataset@v3#<sha prefix>``."""
         return f"{self.dataset}@v{self.version}#{self.sha256[:12]}"
 
+    @property
+    def context(self) -> str:
+        return binding_context(self.dataset, self.version)
+
 
 @dataclass(frozen=True)
 class LakeRead:
@@ -58,18 +74,35 @@ class LakeRead:
     key_ids: tuple[str, ...]
 
 
-class _KmsBridge(pqe.KmsClient):
-    """Lets Parquet's key tools call our KMS (and so write the access log)."""
+def binding_context(dataset: str, version: int) -> str:
+    return f"lake:{dataset}@v{version}"
 
-    def __init__(self, kms: Kms):
+
+class _KmsBridge(pqe.KmsClient):
+    """Lets Parquet's key tools call our KMS (and so write the access log), for one file.
+
+    When re-wrapping, keys of epoch classes stay on the version they were found under, so
+    rotation never extends the life of data that retention will shred.
+    """
+
+    def __init__(self, kms: Kms, context: str, keep_epochs: bool = False):
         super().__init__()
         self._kms = kms
+        self._context = context
+        self._keep_epochs = keep_epochs
+        self._seen_versions: dict[str, int | None] = {}
 
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
-        return base64.b64encode(self._kms.wrap(key_bytes, master_key_identifier)).decode()
+        version = None
+        if self._keep_epochs and self._kms.key_class(master_key_identifier) in EPOCH_CLASSES:
+            version = self._seen_versions.get(master_key_identifier)
+        wrapped = self._kms.wrap(key_bytes, master_key_identifier, self._context, version=version)
+        return base64.b64encode(wrapped).decode()
 
     def unwrap_key(self, wrapped_key: str | bytes, master_key_identifier: str) -> bytes:
-        return self._kms.unwrap(base64.b64decode(wrapped_key), master_key_identifier)
+        blob = base64.b64decode(wrapped_key)
+        self._seen_versions[master_key_identifier] = self._kms.wrapped_version(blob)
+        return self._kms.unwrap(blob, master_key_identifier, self._context)
 
 
 class Lake:
@@ -78,56 +111,66 @@ class Lake:
         self.kms = kms
         self.registry = registry
 
-    def _crypto_factory(self) -> pqe.CryptoFactory:
-        # A factory per operation: its key cache then lives for one read or write, so the access
-        # log records the unwraps of every operation, not only of the first in a process.
-        return pqe.CryptoFactory(lambda _config: _KmsBridge(self.kms))
+    def _crypto_factory(self, context: str, keep_epochs: bool = False) -> pqe.CryptoFactory:
+        # A factory per file and operation: its key cache then lives for one read or write, so the
+        # access log records the unwraps of every operation, and each file gets its own context.
+        return pqe.CryptoFactory(lambda _config: _KmsBridge(self.kms, context, keep_epochs))
+
+    def _decryption_properties(self, found: DatasetVersion) -> pqe.FileDecryptionProperties:
+        return self._crypto_factory(found.context).file_decryption_properties(
+            pqe.KmsConnectionConfig(),
+            pqe.DecryptionConfiguration(cache_lifetime=_CACHE_LIFETIME),
+            parquet_file_path=str(found.path),
+        )
 
     def write(self, dataset: str, table: pa.Table) -> DatasetVersion:
         classes = self.registry.classes_for(dataset, table.column_names)
         column_keys: dict[str, list[str]] = defaultdict(list)
         for column, column_class in classes.items():
-            column_keys[self.kms.current_key_id(column_class)].append(column)
-        footer_key = self.kms.current_key_id("footer")
+            column_keys[self.kms.master_key_id(column_class)].append(column)
         config = pqe.EncryptionConfiguration(
-            footer_key=footer_key,
+            footer_key=self.kms.master_key_id("footer"),
             column_keys=dict(column_keys),
             encryption_algorithm="AES_GCM_V1",
             double_wrapping=True,
             plaintext_footer=False,
+            internal_key_material=False,
             cache_lifetime=_CACHE_LIFETIME,
         )
-        properties = self._crypto_factory().file_encryption_properties(pqe.KmsConnectionConfig(), config)
         folder = self.root / dataset
         folder.mkdir(parents=True, exist_ok=True)
         version = self._latest_number(dataset) + 1
-        final_path = folder / f"v{version:06d}.parquet"
-        temp_path = folder / f".v{version:06d}.parquet.{os.getpid()}.tmp"
-        pq.write_table(
-            table,
-            temp_path,
-            encryption_properties=properties,
-            row_group_size=ROW_GROUP_ROWS,
-            compression="zstd",
-        )
-        os.replace(temp_path, final_path)
+        temporary = folder / f".v{version:06d}.{os.getpid()}.tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        factory = self._crypto_factory(binding_context(dataset, version))
+        with self.kms.access_log.observe() as entries:
+            properties = factory.file_encryption_properties(
+                pqe.KmsConnectionConfig(), config, parquet_file_path=str(temporary / DATA_FILE)
+            )
+            pq.write_table(
+                table,
+                temporary / DATA_FILE,
+                encryption_properties=properties,
+                row_group_size=ROW_GROUP_ROWS,
+                compression="zstd",
+            )
+        final = folder / f"v{version:06d}"
+        os.rename(temporary, final)  # a version appears whole, or not at all
         return DatasetVersion(
             dataset=dataset,
             version=version,
-            path=final_path,
+            path=final / DATA_FILE,
             rows=table.num_rows,
-            sha256=_file_sha256(final_path),
-            key_ids=tuple(sorted({footer_key, *column_keys})),
+            sha256=_file_sha256(final / DATA_FILE),
+            key_ids=tuple(sorted({entry["key_id"] for entry in entries})),
         )
 
     def read(self, dataset: str, columns: list[str] | None = None, version: int | None = None) -> LakeRead:
         """Decrypt the given columns of a dataset version (the latest when none is given)."""
         found = self.version(dataset, version)
-        properties = self._crypto_factory().file_decryption_properties(
-            pqe.KmsConnectionConfig(), pqe.DecryptionConfiguration(cache_lifetime=_CACHE_LIFETIME)
-        )
-        with self.kms.access_log.observe() as entries:
-            parquet_file = pq.ParquetFile(found.path, decryption_properties=properties)
+        with self.kms.access_log.observe() as entries, _integrity(found):
+            parquet_file = pq.ParquetFile(found.path, decryption_properties=self._decryption_properties(found))
             available = parquet_file.schema_arrow.names
             wanted = available if columns is None else list(dict.fromkeys(columns))
             missing = [name for name in wanted if name not in available]
@@ -141,14 +184,20 @@ class Lake:
     def columns(self, dataset: str, version: int | None = None) -> list[str]:
         """Column names of a stored version (decrypts the footer only)."""
         found = self.version(dataset, version)
-        properties = self._crypto_factory().file_decryption_properties(
-            pqe.KmsConnectionConfig(), pqe.DecryptionConfiguration(cache_lifetime=_CACHE_LIFETIME)
-        )
-        return pq.read_schema(found.path, decryption_properties=properties).names
+        with _integrity(found):
+            return pq.read_schema(found.path, decryption_properties=self._decryption_properties(found)).names
+
+    def rewrap(self, dataset: str, version: int) -> None:
+        """Re-wrap a version's keys under the current master key versions (epoch classes excepted)."""
+        found = self.version(dataset, version)
+        with _integrity(found):
+            self._crypto_factory(found.context, keep_epochs=True).rotate_master_keys(
+                pqe.KmsConnectionConfig(), str(found.path), double_wrapping=True
+            )
 
     def version(self, dataset: str, version: int | None = None) -> DatasetVersion:
         number = self._latest_number(dataset) if version is None else version
-        path = self.root / dataset / f"v{number:06d}.parquet"
+        path = self.root / dataset / f"v{number:06d}" / DATA_FILE
         if number == 0 or not path.exists():
             raise DatasetNotFoundError(f"dataset {dataset!r} has no version {number or '(none yet)'}")
         return DatasetVersion(
@@ -158,12 +207,42 @@ class Lake:
     def exists(self, dataset: str) -> bool:
         return self._latest_number(dataset) > 0
 
-    def _latest_number(self, dataset: str) -> int:
+    def datasets(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def version_numbers(self, dataset: str) -> list[int]:
         folder = self.root / dataset
         if not folder.is_dir():
-            return 0
-        numbers = [int(m.group(1)) for p in folder.iterdir() if (m := VERSION_FILE.match(p.name))]
-        return max(numbers, default=0)
+            return []
+        return sorted(int(m.group(1)) for p in folder.iterdir() if (m := VERSION_FOLDER.match(p.name)))
+
+    def _latest_number(self, dataset: str) -> int:
+        return max(self.version_numbers(dataset), default=0)
+
+
+class _integrity:
+    """Turn a key that will not open into an error that names the dataset version, not a value."""
+
+    def __init__(self, found: DatasetVersion):
+        self._found = found
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, _traceback) -> bool:
+        if exc is None:
+            return False
+        cause = exc if isinstance(exc, KeyBindingError | UnknownKeyError) else exc.__context__
+        if isinstance(cause, KeyBindingError | UnknownKeyError) or (
+            isinstance(exc, OSError) and ("KeyBindingError" in str(exc) or "UnknownKeyError" in str(exc))
+        ):
+            raise LakeIntegrityError(
+                f"{self._found.dataset} v{self._found.version}: its keys do not open "
+                f"({type(cause).__name__ if cause else 'key error'}): files swapped, altered, or shredded"
+            ) from None
+        return False
 
 
 def _file_sha256(path: Path) -> str:

@@ -13,7 +13,7 @@ from carecast.crypto.pseudonym import Pseudonymizer
 SEND = datetime(2026, 11, 23, 12, 0)
 EARLIER = datetime(2025, 1, 1)
 LATER = datetime(2027, 1, 1)
-PSEUDONYMIZER = Pseudonymizer(DataKey(key_id="test", wrapped=b"", _plaintext=b"s" * 32))
+PSEUDONYMIZER = Pseudonymizer(DataKey(master_key_id="test", context="test", wrapped=b"", _plaintext=b"s" * 32))
 
 
 def _campaign(purpose: str, **extra) -> Campaign:

@@ -182,7 +182,7 @@ def test_two_hundred_messages_on_one_connection_are_stored_encrypted(
     assert b"example.org" not in on_disk
 
     wraps = [entry for entry in kms.access_log.entries() if entry["op"] == "wrap"]
-    assert [entry["class"] for entry in wraps] == ["message"]
+    assert [entry["class"] for entry in wraps] == ["mailbox"]
     log_text = (tmp_path / "keys" / "access.jsonl").read_text()
     assert all(
         set(json.loads(line)) <= {"at", "op", "key_id", "class", "run_id", "asset", "purpose", "prev", "hash"}

@@ -1,7 +1,7 @@
 import pytest
 
 from carecast.crypto import sealed_file
-from carecast.crypto.kms import LocalKms
+from carecast.crypto.kms import KeyBindingError, LocalKms
 from carecast.crypto.sealed_file import SealedFileError, open_sealed, seal_bytes
 
 
@@ -25,14 +25,25 @@ def test_truncation_and_tampering_are_detected(kms: LocalKms, tmp_path, monkeypa
     path = seal_bytes(b"0123456789abcdefghij", tmp_path / "x.enc", kms)
     raw = path.read_bytes()
     last_chunk = 4 + 4 + 16  # length prefix + 4 bytes of data + tag
-    (tmp_path / "truncated.enc").write_bytes(raw[:-last_chunk])
+    path.write_bytes(raw[:-last_chunk])
     with pytest.raises(SealedFileError, match="chunk 1"):
-        open_sealed(tmp_path / "truncated.enc", kms)
+        open_sealed(path, kms)
     flipped = bytearray(raw)
     flipped[-1] ^= 1
-    (tmp_path / "flipped.enc").write_bytes(bytes(flipped))
+    path.write_bytes(bytes(flipped))
     with pytest.raises(SealedFileError):
-        open_sealed(tmp_path / "flipped.enc", kms)
+        open_sealed(path, kms)
     (tmp_path / "plain.csv").write_bytes(b"Id\n1\n")
     with pytest.raises(SealedFileError, match="not a sealed file"):
         open_sealed(tmp_path / "plain.csv", kms)
+
+
+def test_a_sealed_file_moved_to_another_batch_does_not_open(kms: LocalKms, tmp_path) -> None:
+    first = tmp_path / "synthea" / "batch-1"
+    second = tmp_path / "synthea" / "batch-2"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    path = seal_bytes(b"Id\np1\n", first / "patients.csv.enc", kms)
+    (second / "patients.csv.enc").write_bytes(path.read_bytes())
+    with pytest.raises(KeyBindingError, match="sealed:synthea/batch-2/patients.csv.enc"):
+        open_sealed(second / "patients.csv.enc", kms)

@@ -1,23 +1,19 @@
-"""A tamper-evident log of every key wrap and unwrap.
+"""A tamper-evident log of every key wrap and unwrap (a hash chain, see ``hash_chain``).
 
-Each line is a JSON object carrying the SHA-256 of the previous line's hash and its own fields, so
-editing or deleting a line breaks the chain from there on (``verify_chain``). It records key ids,
-classes and who asked (run, asset, purpose): never key material, never data.
+It records key ids (with their version), classes and who asked (run, asset, purpose): never key
+material, never data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-GENESIS = "0" * 64
+from carecast.crypto.hash_chain import HashChain
 
 
 @dataclass(frozen=True)
@@ -48,15 +44,14 @@ def current_access_context() -> AccessContext:
     return _current_context.get()
 
 
-def _entry_hash(prev_hash: str, body: dict[str, str]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
-
-
 @dataclass
 class AccessLog:
     path: Path
     _observers: list[list[dict[str, str]]] = field(default_factory=list, repr=False)
+
+    @property
+    def chain(self) -> HashChain:
+        return HashChain(self.path)
 
     def append(self, operation: str, key_id: str, key_class: str) -> None:
         context = current_access_context()
@@ -69,16 +64,7 @@ class AccessLog:
             "asset": context.asset,
             "purpose": context.purpose,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                prev_hash = _last_hash(handle)
-                record = {**body, "prev": prev_hash, "hash": _entry_hash(prev_hash, body)}
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-                handle.flush()
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        self.chain.append(body)
         for observer in self._observers:
             observer.append(body)
 
@@ -93,29 +79,7 @@ class AccessLog:
             self._observers.remove(seen)
 
     def entries(self) -> list[dict[str, str]]:
-        if not self.path.exists():
-            return []
-        with open(self.path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return self.chain.entries()
 
-
-def _last_hash(handle) -> str:
-    handle.seek(0, 2)
-    size = handle.tell()
-    if size == 0:
-        return GENESIS
-    window = min(size, 4096)
-    handle.seek(size - window)
-    last_line = handle.read().rstrip("\n").rsplit("\n", 1)[-1]
-    return json.loads(last_line)["hash"]
-
-
-def verify_chain(entries: list[dict[str, str]]) -> int | None:
-    """Return the index of the first entry that breaks the chain, or None when it is intact."""
-    prev_hash = GENESIS
-    for index, entry in enumerate(entries):
-        body = {k: v for k, v in entry.items() if k not in ("prev", "hash")}
-        if entry.get("prev") != prev_hash or entry.get("hash") != _entry_hash(prev_hash, body):
-            return index
-        prev_hash = entry["hash"]
-    return None
+    def verify(self) -> int | None:
+        return self.chain.verify()

@@ -1,8 +1,8 @@
-"""Envelope encryption for records that are not Parquet (mailbox copies, pseudonym secrets).
+"""Envelope encryption for records that are not Parquet (sealed files, mailbox copies, the pseudonym key).
 
-A data key is made once per batch, wrapped by the KMS under a class's master key, and stored next to
-the records it protects; each record is AES-256-GCM sealed with a fresh nonce and caller-chosen
-associated data, so a record moved to another place fails to open.
+A data key is made once per batch, wrapped by the KMS under a class's master key for one binding
+context (the artifact it protects), and stored next to the records; each record is AES-256-GCM
+sealed with a fresh nonce and caller-chosen associated data.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ NONCE_BYTES = 12
 
 @dataclass(frozen=True)
 class DataKey:
-    key_id: str
+    master_key_id: str
+    context: str
     wrapped: bytes
     _plaintext: bytes
 
@@ -36,11 +37,13 @@ class DataKey:
         return self._plaintext
 
 
-def new_data_key(kms: Kms, key_class: str) -> DataKey:
-    key_id = kms.current_key_id(key_class)
+def new_data_key(kms: Kms, key_class: str, context: str) -> DataKey:
+    master_key_id = kms.master_key_id(key_class)
     plaintext = secrets.token_bytes(32)
-    return DataKey(key_id=key_id, wrapped=kms.wrap(plaintext, key_id), _plaintext=plaintext)
+    wrapped = kms.wrap(plaintext, master_key_id, context)
+    return DataKey(master_key_id=master_key_id, context=context, wrapped=wrapped, _plaintext=plaintext)
 
 
-def open_data_key(kms: Kms, key_id: str, wrapped: bytes) -> DataKey:
-    return DataKey(key_id=key_id, wrapped=wrapped, _plaintext=kms.unwrap(wrapped, key_id))
+def open_data_key(kms: Kms, master_key_id: str, wrapped: bytes, context: str) -> DataKey:
+    plaintext = kms.unwrap(wrapped, master_key_id, context)
+    return DataKey(master_key_id=master_key_id, context=context, wrapped=wrapped, _plaintext=plaintext)

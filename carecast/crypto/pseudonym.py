@@ -15,6 +15,9 @@ from pathlib import Path
 from carecast.crypto.envelope import DataKey, new_data_key, open_data_key
 from carecast.crypto.kms import Kms
 
+PSEUDONYM_FILE = "pseudonym.wrapped"
+PSEUDONYM_CONTEXT = "pseudonym"
+
 
 class Pseudonymizer:
     def __init__(self, secret: DataKey):
@@ -29,10 +32,10 @@ class Pseudonymizer:
 
 
 def load_pseudonymizer(kms: Kms, keys_dir: Path) -> Pseudonymizer:
-    path = keys_dir / "pseudonym.wrapped"
+    path = keys_dir / PSEUDONYM_FILE
     if not path.exists():
-        fresh = new_data_key(kms, "pseudonym")
-        body = json.dumps({"key_id": fresh.key_id, "wrapped": fresh.wrapped.hex()})
+        fresh = new_data_key(kms, "pseudonym", PSEUDONYM_CONTEXT)
+        body = json.dumps({"key_id": fresh.master_key_id, "wrapped": fresh.wrapped.hex()})
         temp = path.with_suffix(f".{os.getpid()}.tmp")
         temp.write_text(body)
         os.chmod(temp, 0o600)
@@ -43,4 +46,19 @@ def load_pseudonymizer(kms: Kms, keys_dir: Path) -> Pseudonymizer:
         finally:
             temp.unlink()
     stored = json.loads(path.read_text())
-    return Pseudonymizer(open_data_key(kms, stored["key_id"], bytes.fromhex(stored["wrapped"])))
+    return Pseudonymizer(open_data_key(kms, stored["key_id"], bytes.fromhex(stored["wrapped"]), PSEUDONYM_CONTEXT))
+
+
+def rewrap_pseudonym_key(kms: Kms, keys_dir: Path) -> bool:
+    """Move the wrapped pseudonym secret to the current master key version (same secret, same hashes)."""
+    path = keys_dir / PSEUDONYM_FILE
+    if not path.exists():
+        return False
+    stored = json.loads(path.read_text())
+    secret = kms.unwrap(bytes.fromhex(stored["wrapped"]), stored["key_id"], PSEUDONYM_CONTEXT)
+    rewrapped = kms.wrap(secret, stored["key_id"], PSEUDONYM_CONTEXT)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"key_id": stored["key_id"], "wrapped": rewrapped.hex()}))
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    return True

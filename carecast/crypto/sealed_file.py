@@ -36,12 +36,17 @@ def _associated_data(header: bytes, index: int, last: bool) -> bytes:
     return header + struct.pack(">Q?", index, last)
 
 
+def binding_context(path: Path) -> str:
+    """Where a sealed file belongs (``sealed:<source>/<batch>/<name>``): its key opens nowhere else."""
+    return f"sealed:{path.parent.parent.name}/{path.parent.name}/{path.name}"
+
+
 def seal_bytes(data: bytes, target: Path, kms: Kms, key_class: str = "landing") -> Path:
     """Write ``data`` sealed to ``target`` (atomically, via a temporary name); return the path."""
-    data_key = new_data_key(kms, key_class)
+    data_key = new_data_key(kms, key_class, binding_context(target))
     prefix = secrets.token_bytes(8)
     header = json.dumps(
-        {"key_id": data_key.key_id, "wrapped": data_key.wrapped.hex(), "nonce_prefix": prefix.hex()},
+        {"key_id": data_key.master_key_id, "wrapped": data_key.wrapped.hex(), "nonce_prefix": prefix.hex()},
         sort_keys=True,
     ).encode()
     aead = AESGCM(data_key.secret)
@@ -68,7 +73,7 @@ def open_sealed(path: Path, kms: Kms) -> bytes:
     header = raw[offset : offset + header_length]
     offset += header_length
     fields = json.loads(header)
-    data_key = open_data_key(kms, fields["key_id"], bytes.fromhex(fields["wrapped"]))
+    data_key = open_data_key(kms, fields["key_id"], bytes.fromhex(fields["wrapped"]), binding_context(path))
     aead = AESGCM(data_key.secret)
     prefix = bytes.fromhex(fields["nonce_prefix"])
     parts, index = [], 0

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Self
 
 from carecast.crypto.envelope import DataKey, new_data_key, open_data_key
-from carecast.crypto.kms import Kms
+from carecast.crypto.kms import Kms, UnknownKeyError
 
 DB_FILE = "mailbox.db"
-KEY_CLASS = "message"
+KEY_CLASS = "mailbox"
+KEY_CONTEXT = "mailbox"
 BATCH_SIZE = 256
 BATCH_SECONDS = 0.25
 
@@ -156,17 +157,23 @@ class Mailbox:
         return [row[0] for row in rows]
 
     def read_all(self) -> Iterator[StoredMessage]:
-        """Decrypt every message in arrival order (each data key is unwrapped once, and logged)."""
+        """Decrypt every readable message in arrival order (each data key is unwrapped once, and
+        logged); messages whose key retention destroyed are skipped: they no longer exist."""
         self.flush()
         keys: dict[int, DataKey] = {}
         reader = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
         try:
             for key_ref, key_id, wrapped in reader.execute("SELECT key_ref, key_id, wrapped FROM data_keys"):
-                keys[key_ref] = open_data_key(self._kms, key_id, wrapped)
+                try:
+                    keys[key_ref] = open_data_key(self._kms, key_id, wrapped, KEY_CONTEXT)
+                except UnknownKeyError:
+                    continue  # its master key version was destroyed by retention: shredded
             rows = reader.execute(
                 "SELECT seq, received_at, message_id_sha256, key_ref, sealed FROM messages ORDER BY seq"
             )
             for seq, received_at, digest, key_ref, sealed in rows:
+                if key_ref not in keys:
+                    continue
                 payload = json.loads(keys[key_ref].open(sealed, _aad(seq)))
                 yield StoredMessage(
                     seq=seq,
@@ -209,10 +216,10 @@ class Mailbox:
     def _session_key(self) -> tuple[DataKey, int]:
         """This instance's data key, made and wrapped on first use (caller holds the lock)."""
         if self._data_key is None or self._key_ref is None:
-            data_key = new_data_key(self._kms, KEY_CLASS)
+            data_key = new_data_key(self._kms, KEY_CLASS, KEY_CONTEXT)
             cursor = self._connection.execute(
                 "INSERT INTO data_keys (key_id, wrapped) VALUES (?, ?)",
-                (data_key.key_id, data_key.wrapped),
+                (data_key.master_key_id, data_key.wrapped),
             )
             self._data_key, self._key_ref = data_key, cursor.lastrowid
         return self._data_key, self._key_ref
