@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from carecast.home import CarecastHome
@@ -67,6 +69,81 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _maintenance(args: argparse.Namespace):
+    from carecast.crypto.kms import LocalKms
+    from carecast.lake import Lake
+    from carecast.project import load_project
+
+    home = CarecastHome.from_env(args.home).ensure()
+    project = load_project()
+    kms = LocalKms(home.keys)
+    return home, project, kms, Lake(home.lake, kms, project.registry)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.by or os.environ.get("USER") or getpass.getuser()
+
+
+def command_keys_list(args: argparse.Namespace) -> int:
+    _home, _project, kms, _lake = _maintenance(args)
+    for key in kms.versions():
+        retired = f" retired {key.retired_at}" if key.retired_at else ""
+        print(f"{key.key_id:28s} {key.state:10s} created {key.created_at}{retired}")
+    return 0
+
+
+def command_keys_rotate(args: argparse.Namespace) -> int:
+    from carecast.key_maintenance import ROTATING_CLASSES, rotate_keys
+
+    home, _project, kms, lake = _maintenance(args)
+    classes = tuple(args.key_class) if args.key_class else ROTATING_CLASSES
+    report = rotate_keys(kms, lake, home, classes)
+    print("new current versions: " + ", ".join(report.rotated))
+    print(f"lake files re-wrapped: {report.lake_files_rewrapped:,}")
+    print(f"lake files left as they were (shredded by retention): {report.lake_files_unreadable:,}")
+    print(f"sealed landing files re-sealed: {report.sealed_files_resealed:,}")
+    print(f"pseudonym key re-wrapped: {report.pseudonym_rewrapped}")
+    return 0
+
+
+def command_keys_retire(args: argparse.Namespace) -> int:
+    from carecast.key_maintenance import retire_keys
+
+    _home, project, kms, _lake = _maintenance(args)
+    grace = timedelta(days=project.retention.retired_key_grace_days if args.grace_days is None else args.grace_days)
+    destroyed = retire_keys(kms, grace, datetime.now(UTC), _actor(args))
+    print("destroyed: " + (", ".join(destroyed) or "none"))
+    return 0
+
+
+def command_keys_verify(args: argparse.Namespace) -> int:
+    from carecast.crypto.destruction import certificates
+
+    home, _project, kms, _lake = _maintenance(args)
+    status = 0
+    for name, chain in (
+        ("KMS access log", kms.access_log.chain),
+        ("destruction certificates", certificates(home.keys)),
+    ):
+        broken = chain.verify()
+        count = len(chain.entries())
+        print(f"{name}: {count:,} entries, " + ("intact" if broken is None else f"BROKEN at entry {broken}"))
+        status |= broken is not None
+    return status
+
+
+def command_retention_apply(args: argparse.Namespace) -> int:
+    from carecast.retention import apply_retention
+
+    _home, project, kms, lake = _maintenance(args)
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    report = apply_retention(kms, lake, project.retention, now.astimezone(UTC), _actor(args))
+    print("new epochs: " + (", ".join(report.epochs_started) or "none"))
+    print("shredded (keys destroyed): " + (", ".join(report.destroyed) or "none"))
+    print(f"audit log entries past retention pruned: {report.audit_entries_pruned:,}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carecast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +162,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--synthea", type=Path, help="use this Synthea export instead of generated patients")
     demo.add_argument("--json", action="store_true", help="end with one line of JSON: the counts per stage")
     demo.set_defaults(handler=command_demo)
+
+    keys = commands.add_parser("keys", help="master keys: list, rotate, retire, verify the logs")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    for name, handler, description in (
+        ("list", command_keys_list, "every master key version and its state"),
+        ("rotate", command_keys_rotate, "new master key versions, and every artifact re-wrapped onto them"),
+        ("retire", command_keys_retire, "destroy versions rotated out longer than the grace period"),
+        ("verify", command_keys_verify, "check the hash chains of the access log and destruction certificates"),
+    ):
+        sub = key_commands.add_parser(name, help=description)
+        sub.add_argument("--home", help="data home (default: $CARECAST_HOME or ./.carecast)")
+        sub.add_argument("--by", help="who is acting (default: $USER)")
+        sub.set_defaults(handler=handler)
+        if name == "rotate":
+            sub.add_argument("--class", dest="key_class", action="append", help="only this class (repeatable)")
+        if name == "retire":
+            sub.add_argument("--grace-days", type=int, help="default: retention.yaml retired_key_grace_days")
+
+    retention = commands.add_parser("retention", help="crypto-shred what retention says has expired")
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    apply = retention_commands.add_parser(
+        "apply", help="start due key epochs, destroy expired ones, prune the audit log"
+    )
+    apply.add_argument("--home", help="data home (default: $CARECAST_HOME or ./.carecast)")
+    apply.add_argument("--by", help="who is acting (default: $USER)")
+    apply.add_argument("--now", help="judge expiry as of this ISO time (default: now)")
+    apply.set_defaults(handler=command_retention_apply)
     return parser
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from carecast.registry import SchemaRegistry
 
 VERSION_FOLDER = re.compile(r"^v(\d{6})$")
 DATA_FILE = "data.parquet"
+KEY_MATERIAL_FILE = f"_KEY_MATERIAL_FOR_{DATA_FILE}.json"
 ROW_GROUP_ROWS = 1_000_000
 _CACHE_LIFETIME = timedelta(minutes=10)
 
@@ -194,6 +196,17 @@ class Lake:
             self._crypto_factory(found.context, keep_epochs=True).rotate_master_keys(
                 pqe.KmsConnectionConfig(), str(found.path), double_wrapping=True
             )
+
+    def key_versions(self, dataset: str, version: int) -> dict[str, int | None]:
+        """Master key id -> the version its keys are wrapped under, read from the key material
+        (no KMS call): which artifacts a master key version still protects."""
+        material_path = self.version(dataset, version).path.with_name(KEY_MATERIAL_FILE)
+        found: dict[str, int | None] = {}
+        for raw in json.loads(material_path.read_text()).values():
+            material = json.loads(raw)
+            wrapped = material.get("wrappedKEK") or material["wrappedDEK"]
+            found[material["masterKeyID"]] = self.kms.wrapped_version(base64.b64decode(wrapped))
+        return found
 
     def version(self, dataset: str, version: int | None = None) -> DatasetVersion:
         number = self._latest_number(dataset) if version is None else version

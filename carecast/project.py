@@ -14,6 +14,7 @@ from carecast.campaigns import Campaign, CampaignDefinitionError, discover_campa
 from carecast.models.project import SqlModel, declare_models, discover_models
 from carecast.registry import SchemaRegistry, load_registry
 from carecast.rendering import MessageTemplate, check_template_for_campaign, load_template
+from carecast.retention import RetentionPolicy, load_policy
 from carecast.segments import Segment, declare_segments, discover_segments
 
 CHECKOUT_DIR = Path(__file__).resolve().parent.parent
@@ -32,6 +33,7 @@ class Project:
     segments: dict[str, Segment]
     templates: dict[str, MessageTemplate]
     campaigns: dict[str, Campaign]
+    retention: RetentionPolicy
 
 
 def load_project(root: Path | None = None) -> Project:
@@ -64,5 +66,11 @@ def load_project(root: Path | None = None) -> Project:
             )
         check_template_for_campaign(templates[campaign.template], campaign)
     return Project(
-        root=root, registry=registry, models=models, segments=segments, templates=templates, campaigns=campaigns
+        root=root,
+        registry=registry,
+        models=models,
+        segments=segments,
+        templates=templates,
+        campaigns=campaigns,
+        retention=load_policy(root),
     )

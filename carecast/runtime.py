@@ -10,6 +10,7 @@ from carecast.crypto.pseudonym import Pseudonymizer, load_pseudonymizer
 from carecast.home import CarecastHome
 from carecast.lake import Lake
 from carecast.project import Project
+from carecast.retention import start_epoch_if_due
 
 
 @dataclass
@@ -43,6 +44,11 @@ class Runtime:
         if self.as_of == now.date():
             return now.replace(tzinfo=None)
         return datetime.combine(self.as_of, time(23, 59, 59))
+
+    def start_epoch(self, key_class: str) -> None:
+        """Begin a new retention epoch for rendered messages or mailbox copies when the current one is due."""
+        if isinstance(self.kms, LocalKms):
+            start_epoch_if_due(self.kms, key_class, self.project.retention, datetime.now(UTC))
 
     def pseudonymizer(self) -> Pseudonymizer:
         return load_pseudonymizer(self.kms, self.home.keys)

@@ -152,6 +152,7 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     sendable = members.table.filter(pc.not_equal(members.table.column("variant"), HOLDOUT))
     recipients = sendable.join(profile.table, "patient_id", join_type="inner").sort_by("patient_key")
     outbox = render_outbox(campaign, template, recipients.drop_columns(["patient_id"]), runtime.send_date)
+    runtime.start_epoch("message")
     version = lake.write(outbox_dataset(campaign), outbox)
     with Ledger(runtime.home.state_db) as ledger:
         ledger.record_stage(campaign.name, runtime.send_date, "render", {"rendered": outbox.num_rows})

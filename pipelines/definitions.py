@@ -9,6 +9,7 @@ from assets.ingest import ingest_assets
 from assets.models import model_assets
 from assets.segments import segment_assets
 from carecast.project import Project, load_project
+from pipelines.maintenance import maintenance_jobs
 from pipelines.resources import CarecastResource, MailTransportResource
 
 everything_job = dg.define_asset_job(
@@ -17,6 +18,7 @@ everything_job = dg.define_asset_job(
 
 
 def build_definitions(project: Project) -> dg.Definitions:
+    maintenance, schedules = maintenance_jobs(project)
     return dg.Definitions(
         assets=[
             *ingest_assets(project),
@@ -25,7 +27,8 @@ def build_definitions(project: Project) -> dg.Definitions:
             *all_campaign_assets(project),
         ],
         resources={"carecast": CarecastResource(), "mail": MailTransportResource()},
-        jobs=[everything_job],
+        jobs=[everything_job, *maintenance],
+        schedules=schedules,
     )
 
 

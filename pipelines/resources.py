@@ -13,7 +13,9 @@ from typing import Literal
 
 import dagster as dg
 
-from carecast.crypto.access_log import access_context
+from carecast.crypto.access_log import AccessLog, access_context
+from carecast.crypto.aws_kms import AwsKms
+from carecast.crypto.kms import Kms, LocalKms
 from carecast.delivery import Transport
 from carecast.home import CarecastHome
 from carecast.mail import EmbeddedSink, Mailbox, SmtpTransport, ensure_sink_certificate
@@ -22,19 +24,33 @@ from carecast.runtime import Runtime
 
 
 class CarecastResource(dg.ConfigurableResource):
-    """Where data lives (``CARECAST_HOME`` when ``home`` is empty) and the run's as-of date."""
+    """Where data lives (``CARECAST_HOME`` when ``home`` is empty), the run's as-of date, and the KMS:
+    ``local`` (master keys under the home) or ``aws`` (AWS KMS keys behind ``alias/<prefix>-<class>``,
+    credentials from boto3's usual chain: environment, profile or instance role)."""
 
     home: str = ""
     as_of: str = ""
+    kms: Literal["local", "aws"] = "local"
+    aws_region: str = ""
+    kms_alias_prefix: str = "carecast"
 
     def data_home(self) -> CarecastHome:
         return CarecastHome.from_env(self.home or None)
+
+    def open_kms(self, home: CarecastHome) -> Kms:
+        if self.kms == "local":
+            return LocalKms(home.keys)
+        import boto3  # optional dependency: only the AWS KMS path needs it
+
+        client = boto3.client("kms", region_name=self.aws_region or None)
+        return AwsKms(client, AccessLog(home.keys / "access.jsonl"), self.kms_alias_prefix)
 
     @contextlib.contextmanager
     def runtime(self, context: dg.AssetExecutionContext, project: Project, purpose: str = "-") -> Iterator[Runtime]:
         """A Runtime whose key use is logged against this run and asset."""
         as_of = date.fromisoformat(self.as_of) if self.as_of else None
-        runtime = Runtime.open(self.data_home(), project, as_of=as_of)
+        home = self.data_home().ensure()
+        runtime = Runtime.open(home, project, as_of=as_of, kms=self.open_kms(home))
         with access_context(run_id=context.run_id, asset=context.asset_key.to_user_string(), purpose=purpose):
             yield runtime
 
@@ -57,6 +73,7 @@ class MailTransportResource(dg.ConfigurableResource):
                 yield transport
             return
         cert_path, key_path = ensure_sink_certificate(runtime.home.keys / "sink")
+        runtime.start_epoch("mailbox")
         with Mailbox(runtime.home.mailbox, runtime.kms) as mailbox, EmbeddedSink(mailbox, cert_path, key_path) as sink:
             with SmtpTransport(sink.host, sink.port, cert_path.read_bytes()) as transport:
                 yield transport

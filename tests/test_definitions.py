@@ -26,6 +26,7 @@ EXPECTED_ASSETS = [
     "raw_synthea_procedures",
     "report_breast_screening_reminder",
     "segment_breast_cancer_screening_due",
+    "segment_spanish_speaking_seniors",
     "stg_consents",
     "stg_contacts",
     "stg_events",
@@ -58,7 +59,7 @@ def test_definitions_load_with_an_empty_environment(tmp_path) -> None:
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
     assert loaded["assets"] == EXPECTED_ASSETS
     assert loaded["checks"] > 20
-    assert "carecast_everything" in loaded["jobs"]
+    assert {"carecast_everything", "retention_job", "key_rotation_job"} <= set(loaded["jobs"])
     assert loaded["deps"] == [
         "mart_consent_latest",
         "mart_patient_profile",

@@ -61,6 +61,7 @@ class KeyVersion:
     version: int
     created_at: str
     state: str  # active (current), retired (superseded, still readable), destroyed
+    retired_at: str | None = None
 
     @property
     def key_id(self) -> str:
@@ -141,7 +142,13 @@ class LocalKms(Kms):
         keyring = self._keyring()
         classes = [key_class] if key_class else sorted(keyring)
         return [
-            KeyVersion(key_class=c, version=int(v), created_at=info["created_at"], state=info["state"])
+            KeyVersion(
+                key_class=c,
+                version=int(v),
+                created_at=info["created_at"],
+                state=info["state"],
+                retired_at=info.get("retired_at"),
+            )
             for c in classes
             for v, info in sorted(keyring.get(c, {}).get("versions", {}).items(), key=lambda item: int(item[0]))
         ]
@@ -199,6 +206,7 @@ class LocalKms(Kms):
         previous = entry["current"]
         if previous:
             entry["versions"][str(previous)]["state"] = "retired"
+            entry["versions"][str(previous)]["retired_at"] = _now()
         entry["current"] = previous + 1
         entry["versions"][str(previous + 1)] = {"created_at": _now(), "state": "active"}
         _create_secret_file(self._key_path(key_class, previous + 1), secrets.token_bytes(32))

@@ -146,3 +146,27 @@ def test_no_plaintext_phi_anywhere_under_the_home_or_temp(demo, temp_dir: Path) 
     assert len(canaries) > 5000
     assert scan_for_canaries([home, temp_dir], canaries) == []
     assert [c for c in canaries if len(c) >= 6 and c in output] == [], "CLI output must hold no PHI"
+
+
+def _latest_metadata(home: Path, asset: str) -> dict:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return {key: value.value for key, value in event.asset_materialization.metadata.items()}
+
+
+def test_a_demographic_segment_leaves_identifier_and_clinical_keys_unused(demo) -> None:
+    home, _summary, _output = demo
+    metadata = _latest_metadata(home, "segment_spanish_speaking_seniors")
+    assert set(metadata["classes_read"]) == {"demographic", "operational"}
+    assert metadata["columns_read"] == {"mart_patient_profile": ["age", "patient_id", "preferred_language"]}
+    assert {key.split("/")[1] for key in metadata["key_ids_unwrapped"]} == {"demographic", "footer", "operational"}
+    used = {
+        e["class"]
+        for e in LocalKms(home / "keys").access_log.entries()
+        if e["asset"] == "segment_spanish_speaking_seniors"
+    }
+    assert used == {"demographic", "footer", "operational"}
+    clinical = _latest_metadata(home, "segment_breast_cancer_screening_due")
+    assert "clinical" in clinical["classes_read"] and "identifier" not in clinical["classes_read"]
