@@ -16,12 +16,14 @@ as the wrong data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -235,27 +237,17 @@ class Lake:
         return max(self.version_numbers(dataset), default=0)
 
 
-class _integrity:
-    """Turn a key that will not open into an error that names the dataset version, not a value."""
-
-    def __init__(self, found: DatasetVersion):
-        self._found = found
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, _traceback) -> bool:
-        if exc is None:
-            return False
-        cause = exc if isinstance(exc, KeyBindingError | UnknownKeyError) else exc.__context__
-        if isinstance(cause, KeyBindingError | UnknownKeyError) or (
-            isinstance(exc, OSError) and ("KeyBindingError" in str(exc) or "UnknownKeyError" in str(exc))
-        ):
-            raise LakeIntegrityError(
-                f"{self._found.dataset} v{self._found.version}: its keys do not open "
-                f"({type(cause).__name__ if cause else 'key error'}): files swapped, altered, or shredded"
-            ) from None
-        return False
+@contextlib.contextmanager
+def _integrity(found: DatasetVersion) -> Iterator[None]:
+    """Turn a key that will not open into an error naming the dataset version (Arrow re-raises the
+    KMS error from its callback as it is)."""
+    try:
+        yield
+    except (KeyBindingError, UnknownKeyError) as error:
+        raise LakeIntegrityError(
+            f"{found.dataset} v{found.version}: its keys do not open ({type(error).__name__}): "
+            "files swapped, altered, or shredded"
+        ) from None
 
 
 def _file_sha256(path: Path) -> str:

@@ -62,3 +62,17 @@ def test_missing_dataset_and_missing_column_are_clear_errors(lake: Lake) -> None
     lake.write("raw_synthea_patients", _patients())
     with pytest.raises(KeyError, match="LAST"):
         lake.read("raw_synthea_patients", ["LAST"])
+
+
+def test_a_version_folder_copied_over_another_is_detected(lake: Lake) -> None:
+    import shutil
+
+    from carecast.lake import LakeIntegrityError
+
+    first = lake.write("raw_synthea_patients", _patients())
+    second = lake.write("raw_synthea_patients", _patients().slice(0, 1))
+    shutil.rmtree(second.path.parent)
+    shutil.copytree(first.path.parent, second.path.parent)
+    with pytest.raises(LakeIntegrityError, match="raw_synthea_patients v2"):
+        lake.read("raw_synthea_patients")
+    assert lake.read("raw_synthea_patients", version=1).table.num_rows == 2

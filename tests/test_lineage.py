@@ -45,3 +45,28 @@ def test_unknown_table_and_unknown_column_are_refused() -> None:
 def test_unparseable_sql_is_refused() -> None:
     with pytest.raises(SqlLineageError, match="cannot parse"):
         required_columns("select from where", SCHEMA)
+
+
+def test_engine_errors_never_carry_the_offending_value() -> None:
+    import pyarrow as pa
+
+    from carecast.sql.engine import QueryError, run_query
+
+    with pytest.raises(QueryError) as failure:
+        run_query("select cast(FIRST as integer) from t", {"t": pa.table({"FIRST": ["Zebulon913"]})})
+    assert "Zebulon913" not in str(failure.value) and "Conversion" in str(failure.value)
+
+
+def test_the_engine_cannot_spill_read_files_or_be_reconfigured(tmp_path) -> None:
+    import pyarrow as pa
+
+    from carecast.sql.engine import QueryError, confined_duckdb
+
+    secret = tmp_path / "notes.csv"
+    secret.write_text("a\n1\n")
+    with confined_duckdb({"t": pa.table({"a": [1]})}) as connection:
+        assert connection.sql("select current_setting('temp_directory')").fetchall() == [("",)]
+        assert connection.sql("select sum(a) from t").fetchall() == [(1,)]
+    for statement in (f"select * from read_csv('{secret}')", "SET temp_directory = '/tmp/spill'"):
+        with pytest.raises(QueryError), confined_duckdb({"t": pa.table({"a": [1]})}) as connection:
+            connection.sql(statement).fetchall()

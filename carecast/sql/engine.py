@@ -8,10 +8,23 @@ exit (DuckDB 2.0's binding reports leaks at interpreter exit otherwise).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+class QueryError(RuntimeError):
+    """A query failed; the engine's message is kept with every quoted value removed."""
+
+
+def redact(message: str) -> str:
+    """Drop quoted literals (DuckDB quotes the offending value: "Could not convert string 'x'")."""
+    first_line = message.strip().splitlines()[0] if message.strip() else ""
+    return _QUOTED.sub("<value>", first_line)
 
 
 @contextlib.contextmanager
@@ -26,6 +39,8 @@ def confined_duckdb(tables: dict[str, pa.Table], threads: int | None = None) -> 
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")
         yield connection
+    except duckdb.Error as error:
+        raise QueryError(f"DuckDB {type(error).__name__}: {redact(str(error))}") from None
     finally:
         connection.close()
 
