@@ -38,7 +38,8 @@ def _written_metadata(version: DatasetVersion) -> dict[str, Any]:
 
 
 def ingest(runtime: Runtime, source: str, table: str) -> StageResult:
-    report = ingest_file(runtime.lake, latest_file(runtime.home.landing, source, table))
+    with runtime.kms.access_log.observe() as key_use:
+        report = ingest_file(runtime.lake, latest_file(runtime.home.landing, source, table))
     metadata = {
         "batch": report.batch,
         "file": report.file_name,
@@ -51,6 +52,7 @@ def ingest(runtime: Runtime, source: str, table: str) -> StageResult:
         "columns_dropped_undeclared": list(report.columns_dropped),
         **_written_metadata(report.loaded),
         "key_ids_wrapped": list(report.key_ids),
+        "key_ids_unwrapped": sorted({e["key_id"] for e in key_use if e["op"] == "unwrap"}),
     }
     if report.quarantine:
         metadata["quarantine_version"] = report.quarantine.ref
