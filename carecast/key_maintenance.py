@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from carecast.crypto.destruction import certify
+from carecast.crypto.destruction import destroy_with_certificate
 from carecast.crypto.kms import EPOCH_CLASSES, KEY_CLASSES, LocalKms
 from carecast.crypto.pseudonym import rewrap_pseudonym_key
 from carecast.crypto.sealed_file import SUFFIX, open_sealed, seal_bytes
@@ -62,14 +62,14 @@ def retire_keys(kms: LocalKms, grace: timedelta, now: datetime, by: str) -> list
         if key.key_class in EPOCH_CLASSES or key.state != "retired" or key.retired_at is None:
             continue
         if datetime.fromisoformat(key.retired_at) + grace <= now:
-            kms.destroy(key.key_class, key.version)
-            certify(
-                kms.keys_dir,
-                what=f"retired {key.key_class} master key (all data re-wrapped to a newer version)",
-                key_id=key.key_id,
-                reason=f"retired {key.retired_at}, grace {grace.days} days",
-                by=by,
-                artifacts=[],
+            destroyed.append(
+                destroy_with_certificate(
+                    kms,
+                    key,
+                    what=f"retired {key.key_class} master key (all data re-wrapped to a newer version)",
+                    reason=f"retired {key.retired_at}, grace {grace.days} days",
+                    by=by,
+                    artifacts=[],
+                )
             )
-            destroyed.append(key.key_id)
     return destroyed

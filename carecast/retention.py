@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from carecast.crypto.destruction import certify
+from carecast.crypto.destruction import destroy_with_certificate
 from carecast.crypto.kms import LocalKms
 from carecast.lake import Lake
 
@@ -79,16 +79,16 @@ def apply_retention(kms: LocalKms, lake: Lake, policy: RetentionPolicy, now: dat
             if datetime.fromisoformat(key.retired_at) + keep > now:
                 continue
             artifacts = _artifacts_under(lake, f"local/{key_class}", key.version) if key_class == "message" else []
-            kms.destroy(key_class, key.version)
-            certify(
-                kms.keys_dir,
-                what=f"{artifact} written under {key.key_id}",
-                key_id=key.key_id,
-                reason=f"retention {keep.days} days after {key.retired_at}",
-                by=by,
-                artifacts=artifacts,
+            report.destroyed.append(
+                destroy_with_certificate(
+                    kms,
+                    key,
+                    what=f"{artifact} written under {key.key_id}",
+                    reason=f"retention {keep.days} days after {key.retired_at}",
+                    by=by,
+                    artifacts=artifacts,
+                )
             )
-            report.destroyed.append(key.key_id)
     cutoff = (now - timedelta(days=policy.audit_log_days)).isoformat()
     if kms.access_log.path.exists():
         report.audit_entries_pruned = kms.access_log.chain.prune_before(cutoff)

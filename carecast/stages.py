@@ -50,8 +50,9 @@ def ingest(runtime: Runtime, source: str, table: str) -> StageResult:
         "quarantine_reasons": report.quarantine_reasons,
         "columns_loaded": list(report.columns_loaded),
         "columns_dropped_undeclared": list(report.columns_dropped),
-        **_written_metadata(report.loaded),
-        "key_ids_wrapped": list(report.key_ids),
+        "dataset_version": report.loaded.ref,
+        "rows": report.rows_loaded,
+        "key_ids_wrapped": sorted({e["key_id"] for e in key_use if e["op"] == "wrap"}),
         "key_ids_unwrapped": sorted({e["key_id"] for e in key_use if e["op"] == "unwrap"}),
     }
     if report.quarantine:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from carecast.crypto.hash_chain import HashChain
+from carecast.crypto.kms import KeyVersion, LocalKms
 
 
 def certificates(keys_dir: Path) -> HashChain:
@@ -24,3 +25,12 @@ def certify(keys_dir: Path, *, what: str, key_id: str, reason: str, by: str, art
             "artifacts": artifacts,
         }
     )
+
+
+def destroy_with_certificate(
+    kms: LocalKms, key: KeyVersion, *, what: str, reason: str, by: str, artifacts: list[str]
+) -> str:
+    """Destroy a master key version and record the certificate; return the destroyed key id."""
+    kms.destroy(key.key_class, key.version)
+    certify(kms.keys_dir, what=what, key_id=key.key_id, reason=reason, by=by, artifacts=artifacts)
+    return key.key_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from carecast.crypto.sealed_file import open_sealed
 from carecast.ingest.landing import LandedFile
@@ -28,7 +28,6 @@ class IngestReport:
     quarantine_reasons: dict[str, int]
     loaded: DatasetVersion
     quarantine: DatasetVersion | None = None
-    key_ids: tuple[str, ...] = field(default=())
 
 
 def ingest_file(lake: Lake, landed: LandedFile) -> IngestReport:
@@ -55,5 +54,4 @@ def ingest_file(lake: Lake, landed: LandedFile) -> IngestReport:
         quarantine_reasons=result.reasons,
         loaded=loaded,
         quarantine=quarantine,
-        key_ids=tuple(sorted(set(loaded.key_ids) | set(quarantine.key_ids if quarantine else ()))),
     )
