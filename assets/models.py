@@ -1,9 +1,10 @@
-"""One asset per SQL model file; the model's YAML tests become its (blocking) asset checks."""
+"""One asset per SQL model file and per seed; the YAML tests become (blocking) asset checks."""
 
 import dagster as dg
 
 from carecast import stages
 from carecast.models.project import SqlModel
+from carecast.models.seeds import Seed
 from carecast.models.tests import declared_tests
 from carecast.project import Project
 from pipelines.resources import CarecastResource
@@ -17,7 +18,7 @@ def _model_asset(project: Project, model: SqlModel) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=model.name,
-        deps=list(model.inputs),
+        deps=list(model.upstream),
         group_name=model.layer,
         kinds={"duckdb", "sql"},
         description=f"{model.spec.grain} {model.spec.description}".strip(),
@@ -36,5 +37,22 @@ def _model_asset(project: Project, model: SqlModel) -> dg.AssetsDefinition:
     return _model
 
 
+def _seed_asset(project: Project, seed: Seed) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=seed.name,
+        group_name="seeds",
+        kinds={"csv"},
+        description=f"{seed.spec.grain} {seed.spec.description}".strip(),
+        code_version=seed.sha256[:16],
+    )
+    def _seed(context: dg.AssetExecutionContext, carecast: CarecastResource) -> dg.MaterializeResult:
+        with carecast.runtime(context, project) as runtime:
+            result = stages.load_seed(runtime, seed.name)
+        return dg.MaterializeResult(metadata=result.metadata)
+
+    return _seed
+
+
 def model_assets(project: Project) -> list[dg.AssetsDefinition]:
-    return [_model_asset(project, model) for model in project.models.values()]
+    seeds = [_seed_asset(project, seed) for seed in project.seeds.values()]
+    return [*seeds, *(_model_asset(project, model) for model in project.models.values())]

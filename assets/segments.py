@@ -11,7 +11,7 @@ from pipelines.resources import CarecastResource
 def _segment_asset(project: Project, segment: Segment) -> dg.AssetsDefinition:
     @dg.asset(
         key=segment.dataset,
-        deps=list(segment.refs),
+        deps=list(segment.inputs),
         group_name="segments",
         kinds={"duckdb", "sql"},
         description=segment.header.description,

@@ -1,21 +1,26 @@
 """From a segment to the people a campaign may reach, counting every exclusion.
 
 Each segment member is judged by the rules below, in order, and excluded for the first one that
-applies; the funnel records how many fell at each step. Consent is evaluated as of the send time:
-a record signed later, expired or revoked by then does not count.
+applies; the funnel records how many fell at each step: consent and authorization for the purpose,
+email opt-in and a valid address, suppressions (hard bounce, complaint, unsubscribe), deceased and
+minors (unless the campaign's purpose allows minors), then what the send ledger knows: suppressions
+recorded by earlier sends and the frequency caps. Consent is evaluated as of the send time: a record
+signed later, expired or revoked by then does not count.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from carecast.campaigns import Campaign
 from carecast.crypto.pseudonym import Pseudonymizer
+from carecast.ledger import Ledger
+from carecast.policy import FrequencyCap
 from carecast.sql.engine import confined_duckdb
 
 PROFILE_COLUMNS = ("patient_id", "is_deceased", "is_minor", "has_valid_email", "is_email_opted_in")
@@ -56,11 +61,9 @@ judged as (
         c.document_id as consent_document_id,
         case
             when p.patient_id is null then 'unknown_patient'
-            when p.is_deceased then 'deceased'
-            when p.is_minor and not $allow_minors then 'minor'
-            when not p.has_valid_email then 'no_valid_email'
-            when not p.is_email_opted_in then 'email_opt_out'
             {consent_rule}
+            when not p.is_email_opted_in then 'email_opt_out'
+            when not p.has_valid_email then 'no_valid_email'
             when exists (select 1 from suppressions x where x.patient_id = s.patient_id
                          and x.reason = 'hard_bounce' and x.suppressed_at <= $as_of) then 'hard_bounce'
             when exists (select 1 from suppressions x where x.patient_id = s.patient_id
@@ -68,6 +71,8 @@ judged as (
             when exists (select 1 from suppressions x where x.patient_id = s.patient_id
                          and x.reason = 'unsubscribed' and x.purpose in ($purpose, 'all')
                          and x.suppressed_at <= $as_of) then 'unsubscribed'
+            when p.is_deceased then 'deceased'
+            when p.is_minor and not $allow_minors then 'minor'
         end as exclusion
     from (select distinct patient_id from segment) s
     left join profile p on p.patient_id = s.patient_id
@@ -75,6 +80,25 @@ judged as (
 )
 select * from judged
 """
+
+
+def ledger_exclusions(ledger: Ledger, campaign: Campaign, caps: list[FrequencyCap], send_date: date) -> dict[str, str]:
+    """Patient key -> reason: suppressions recorded by earlier sends, then every frequency cap reached.
+
+    A cap of N messages in D days lets a patient have at most N messages of the purpose in any D
+    consecutive days, this one included: those with N already in the D - 1 days before (or on) the
+    send date are left out.
+    """
+    excluded = dict(ledger.suppressions_for(campaign.purpose))
+    for cap in caps:
+        first = (send_date - timedelta(days=cap.days - 1)).isoformat()
+        sent = ledger.messages_per_patient(
+            campaign.purpose, first, send_date.isoformat(), excluding=(campaign.name, send_date.isoformat())
+        )
+        for patient_key, count in sent.items():
+            if count >= cap.messages:
+                excluded.setdefault(patient_key, "frequency_cap")
+    return excluded
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,9 @@ class Audience:
         """Members who will be sent a message (the holdout is kept, not sent)."""
         return self.members.num_rows - self.holdout
 
+    def funnel(self) -> dict[str, object]:
+        return {"segment": self.segment_size, "excluded": self.excluded, "holdout": self.holdout, "audience": self.size}
+
 
 def build_audience(
     campaign: Campaign,
@@ -102,9 +129,10 @@ def build_audience(
     suppressions: pa.Table,
     as_of: datetime,
     pseudonymizer: Pseudonymizer,
-    ledger_suppressions: dict[str, str] | None = None,
+    ledger_exclusions: dict[str, str] | None = None,
 ) -> Audience:
-    """``ledger_suppressions`` maps patient keys to a reason recorded by earlier sends (hard bounces)."""
+    """``ledger_exclusions`` maps patient keys to a reason the send ledger gives (earlier hard bounces,
+    frequency caps); they apply after the rules above."""
     sql = _AUDIENCE_SQL.format(consent_rule=_CONSENT_RULES[campaign.purpose])
     tables = {"segment": segment, "profile": profile, "consents": consents, "suppressions": suppressions}
     parameters = {"as_of": as_of, "purpose": campaign.purpose, "allow_minors": campaign.allow_minors}
@@ -115,8 +143,8 @@ def build_audience(
     kept = judged.filter(judged.column("exclusion").is_null()).drop_columns(["exclusion"])
     kept = kept.sort_by("patient_id")
     patient_keys = pseudonymizer.patient_keys(kept.column("patient_id").to_pylist())
-    if ledger_suppressions:
-        reasons = [ledger_suppressions.get(key) for key in patient_keys]
+    if ledger_exclusions:
+        reasons = [ledger_exclusions.get(key) for key in patient_keys]
         for reason in filter(None, reasons):
             excluded[reason] = excluded.get(reason, 0) + 1
         keep_mask = pa.array([reason is None for reason in reasons])

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from carecast.segments import PURPOSES
+from carecast.policy import PURPOSES, FrequencyCap
 
 STREAM_PURPOSES = {"transactional": ("treatment", "operations"), "marketing": ("marketing", "fundraising")}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -40,6 +40,8 @@ class Campaign(BaseModel):
     variants: dict[str, float] = Field(default_factory=lambda: {"A": 1.0})
     holdout: float = Field(default=0.0, ge=0.0, lt=1.0)
     allow_minors: bool = False
+    frequency_cap: FrequencyCap | None = None
+    """Stricter than the purpose's own cap in purposes.yaml, when set; both apply."""
     links: dict[str, str] = Field(default_factory=dict)
     """The only URLs the campaign's messages may link to, by name (templates use ``links.<name>``)."""
 

@@ -144,6 +144,49 @@ def command_retention_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_name(project, given: str) -> str:
+    name = Path(given).stem
+    if name not in project.segments:
+        raise SystemExit(f"carecast: no segment {name!r} in {project.root / 'segments'}")
+    return name
+
+
+def command_segment_preview(args: argparse.Namespace) -> int:
+    from carecast.preview import preview_segment
+    from carecast.project import load_project
+    from carecast.runtime import Runtime
+
+    project = load_project()
+    name = _segment_name(project, args.segment)
+    campaign = project.campaigns[args.campaign] if args.campaign else None
+    if campaign is not None and campaign.purpose not in project.segments[name].header.purposes:
+        raise SystemExit(f"carecast: campaign {campaign.name!r} has a purpose segment {name!r} does not declare")
+    home = CarecastHome.from_env(args.home)
+    runtime = Runtime.open(home, project, as_of=args.as_of or _today())
+    for line in preview_segment(runtime, name, campaign):
+        print(line)
+    return 0
+
+
+def command_segment_test(args: argparse.Namespace) -> int:
+    from carecast.project import load_project
+    from carecast.segment_tests import run_segment_fixtures
+
+    project = load_project()
+    names = [_segment_name(project, given) for given in args.segments] or sorted(project.segments)
+    failed = 0
+    for name in names:
+        for result in run_segment_fixtures(project, name):
+            print(f"{'PASS' if result.passed else 'FAIL'}  {name}: {result.case}")
+            if not result.passed:
+                failed += 1
+                missing = sorted(set(result.expected) - set(result.got))
+                unexpected = sorted(set(result.got) - set(result.expected))
+                print(f"      fixture ids missing {missing}, unexpected {unexpected}")
+    print(f"{'all passed' if not failed else f'{failed} failed'}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carecast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--class", dest="key_class", action="append", help="only this class (repeatable)")
         if name == "retire":
             sub.add_argument("--grace-days", type=int, help="default: retention.yaml retired_key_grace_days")
+
+    segment = commands.add_parser("segment", help="preview a segment's size and funnel, run its fixture tests")
+    segment_commands = segment.add_subparsers(dest="segment_command", required=True)
+    preview = segment_commands.add_parser("preview", help="size, funnel and columns read; counts only, <11 hidden")
+    preview.add_argument("segment", help="segments/<name>.sql or the segment's name")
+    preview.add_argument("--campaign", help="also show the funnel for this campaign")
+    preview.add_argument("--home", help="data home (default: $CARECAST_HOME or ./.carecast)")
+    preview.add_argument("--as-of", type=date.fromisoformat, default=None, help="run date (default: today, UTC)")
+    preview.set_defaults(handler=command_segment_preview)
+    test = segment_commands.add_parser("test", help="run the segments' YAML fixture tests (all, or those named)")
+    test.add_argument("segments", nargs="*", help="segment files or names (default: every segment)")
+    test.set_defaults(handler=command_segment_test)
 
     retention = commands.add_parser("retention", help="crypto-shred what retention says has expired")
     retention_commands = retention.add_subparsers(dest="retention_command", required=True)

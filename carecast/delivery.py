@@ -66,6 +66,7 @@ def deliver_outbox(
             continue
         ledger.reserve(
             campaign.name,
+            campaign.purpose,
             send_date,
             [Planned(row["message_key"], row["patient_key"], row["variant"]) for row in pending],
         )

@@ -22,6 +22,7 @@ create table if not exists send_ledger (
     campaign text not null,
     send_date text not null,
     patient_key text not null,
+    purpose text,
     variant text not null,
     state text not null check (state in ('reserved', 'delivered', 'bounced', 'deferred', 'held')),
     smtp_code integer,
@@ -67,6 +68,16 @@ class Ledger:
         # FULL: a reservation or commit that returned is on disk, even if the machine dies next.
         self._connection.execute("pragma synchronous = full")
         self._connection.executescript(_SCHEMA)
+        self._add_purpose_column()
+
+    def _add_purpose_column(self) -> None:
+        """Ledgers written before frequency caps lack the purpose; their rows count for no purpose."""
+        columns = {row[1] for row in self._connection.execute("pragma table_info(send_ledger)")}
+        if "purpose" not in columns:
+            self._connection.execute("alter table send_ledger add column purpose text")
+        self._connection.execute(
+            "create index if not exists send_ledger_purpose on send_ledger (purpose, send_date, patient_key)"
+        )
 
     def close(self) -> None:
         self._connection.close()
@@ -92,19 +103,19 @@ class Ledger:
         )
         return cursor.rowcount
 
-    def reserve(self, campaign: str, send_date: str, batch: Iterable[Planned]) -> None:
+    def reserve(self, campaign: str, purpose: str, send_date: str, batch: Iterable[Planned]) -> None:
         now = _now()
         with self._transaction():
             self._connection.executemany(
                 """
                 insert into send_ledger
-                    (message_key, campaign, send_date, patient_key, variant, state, attempts, updated_at)
-                values (?, ?, ?, ?, ?, 'reserved', 1, ?)
+                    (message_key, campaign, purpose, send_date, patient_key, variant, state, attempts, updated_at)
+                values (?, ?, ?, ?, ?, ?, 'reserved', 1, ?)
                 on conflict (message_key) do update
                     set state = 'reserved', attempts = attempts + 1, updated_at = excluded.updated_at
                     where send_ledger.state = 'deferred'
                 """,
-                [(p.message_key, campaign, send_date, p.patient_key, p.variant, now) for p in batch],
+                [(p.message_key, campaign, purpose, send_date, p.patient_key, p.variant, now) for p in batch],
             )
 
     def commit(self, outcomes: Iterable[tuple[str, str, int]]) -> None:
@@ -130,6 +141,22 @@ class Ledger:
         rows = self._connection.execute(
             "select patient_key, min(reason) from suppressions where purpose in (?, 'all') group by patient_key",
             (purpose,),
+        )
+        return dict(rows.fetchall())
+
+    def messages_per_patient(
+        self, purpose: str, first_date: str, last_date: str, excluding: tuple[str, str]
+    ) -> dict[str, int]:
+        """Patient key -> messages of a purpose sent (or on their way) between two send dates, inclusive.
+
+        ``excluding`` (campaign, send date) leaves out the run being planned, so a re-run of it sees
+        the same counts as its first run. A bounced message never reached the patient and does not count.
+        """
+        rows = self._connection.execute(
+            "select patient_key, count(*) from send_ledger"
+            " where purpose = ? and send_date between ? and ? and state != 'bounced'"
+            " and not (campaign = ? and send_date = ?) group by patient_key",
+            (purpose, first_date, last_date, *excluding),
         )
         return dict(rows.fetchall())
 

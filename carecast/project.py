@@ -11,11 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carecast.campaigns import Campaign, CampaignDefinitionError, discover_campaigns
-from carecast.models.project import SqlModel, declare_models, discover_models
+from carecast.models.project import ModelDefinitionError, SqlModel, declare_models, discover_models
+from carecast.models.seeds import Seed, declare_seeds, discover_seeds
+from carecast.policy import PurposePolicy, load_purpose_policy
 from carecast.registry import SchemaRegistry, load_registry
 from carecast.rendering import MessageTemplate, check_template_for_campaign, load_template
 from carecast.retention import RetentionPolicy, load_policy
+from carecast.segment_check import SegmentNeeds, check_segment
 from carecast.segments import Segment, declare_segments, discover_segments
+
+SENSITIVE_CODES_SEED = "sensitive_codes"
 
 CHECKOUT_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,8 +34,12 @@ def default_project_dir() -> Path:
 class Project:
     root: Path
     registry: SchemaRegistry
+    seeds: dict[str, Seed]
     models: dict[str, SqlModel]
     segments: dict[str, Segment]
+    segment_needs: dict[str, SegmentNeeds]
+    """What each segment reads, worked out from its SQL when the project loads."""
+    policy: PurposePolicy
     templates: dict[str, MessageTemplate]
     campaigns: dict[str, Campaign]
     retention: RetentionPolicy
@@ -39,14 +48,18 @@ class Project:
 def load_project(root: Path | None = None) -> Project:
     root = (root or default_project_dir()).resolve()
     registry = load_registry(root)
-    models = discover_models(root / "dbt_like_models")
+    seeds = discover_seeds(root / "dbt_like_models")
+    declare_seeds(registry, seeds)
+    models = discover_models(root / "dbt_like_models", known=set(seeds))
     declare_models(registry, models)
+    policy = load_purpose_policy(root, _sensitive_codes(seeds))
     segments = discover_segments(root / "segments")
     declare_segments(registry, segments)
     for segment in segments.values():
-        unknown = [ref for ref in segment.refs if ref not in models]
+        unknown = [ref for ref in segment.refs if ref not in models and ref not in seeds]
         if unknown:
-            raise CampaignDefinitionError(f"{segment.path}: ref to unknown model(s) {unknown}")
+            raise ModelDefinitionError(f"{segment.path}: ref to unknown model(s) {unknown}")
+    segment_needs = {name: check_segment(segment, segments, registry, policy) for name, segment in segments.items()}
     templates = {p.name: load_template(p) for p in sorted((root / "templates").iterdir()) if p.is_dir()}
     campaigns = discover_campaigns(root / "campaigns")
     for campaign in campaigns.values():
@@ -60,6 +73,11 @@ def load_project(root: Path | None = None) -> Project:
                 f"{where}: campaign {campaign.name!r} has purpose {campaign.purpose!r}, which segment "
                 f"{campaign.segment!r} does not allow ({list(segments[campaign.segment].header.purposes)})"
             )
+        if campaign.allow_minors and not policy.rule(campaign.purpose).minors:
+            raise CampaignDefinitionError(
+                f"{where}: campaign {campaign.name!r} sets allow_minors, which purpose {campaign.purpose!r} "
+                "does not permit (purposes.yaml)"
+            )
         if campaign.template not in templates:
             raise CampaignDefinitionError(
                 f"{where}: campaign {campaign.name!r} names unknown template {campaign.template!r}"
@@ -68,9 +86,24 @@ def load_project(root: Path | None = None) -> Project:
     return Project(
         root=root,
         registry=registry,
+        seeds=seeds,
         models=models,
         segments=segments,
+        segment_needs=segment_needs,
+        policy=policy,
         templates=templates,
         campaigns=campaigns,
         retention=load_policy(root),
     )
+
+
+def _sensitive_codes(seeds: dict[str, Seed]) -> dict[str, str]:
+    if SENSITIVE_CODES_SEED not in seeds:
+        raise ModelDefinitionError(
+            f"dbt_like_models/seeds/{SENSITIVE_CODES_SEED}.csv is missing (purposes.yaml needs it)"
+        )
+    codes: dict[str, str] = {}
+    for row in seeds[SENSITIVE_CODES_SEED].read().to_pylist():
+        if codes.setdefault(row["code"], row["category"]) != row["category"]:
+            raise ModelDefinitionError(f"{seeds[SENSITIVE_CODES_SEED].path}: code {row['code']} has two categories")
+    return codes

@@ -12,18 +12,27 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from carecast.audience import CONSENT_COLUMNS, HOLDOUT, PROFILE_COLUMNS, SUPPRESSION_COLUMNS, build_audience
+from carecast.audience import (
+    CONSENT_COLUMNS,
+    HOLDOUT,
+    PROFILE_COLUMNS,
+    SUPPRESSION_COLUMNS,
+    Audience,
+    build_audience,
+    ledger_exclusions,
+)
 from carecast.campaigns import Campaign
 from carecast.delivery import Transport, deliver_outbox
 from carecast.ingest.landing import latest_file
 from carecast.ingest.load import ingest_file
-from carecast.lake import DatasetVersion
+from carecast.lake import DatasetVersion, LakeRead
 from carecast.ledger import Ledger
 from carecast.models.runner import describe_reads, run_sql
 from carecast.models.tests import ModelTestResult, run_model_tests
 from carecast.rendering import render_outbox
 from carecast.reporting import CampaignSummary, write_report
 from carecast.runtime import Runtime
+from carecast.segments import check_segment_output
 
 
 @dataclass(frozen=True)
@@ -75,25 +84,36 @@ def run_model(runtime: Runtime, name: str) -> StageResult:
     return StageResult(metadata=metadata, written=version, tests=tests)
 
 
-def run_segment(runtime: Runtime, name: str) -> StageResult:
+def load_seed(runtime: Runtime, name: str) -> StageResult:
+    seed = runtime.project.seeds[name]
+    version = runtime.lake.write(name, seed.read())
+    return StageResult(metadata={"csv_sha256": seed.sha256, **_written_metadata(version)}, written=version)
+
+
+def compute_segment(runtime: Runtime, name: str) -> tuple[pa.Table, dict[str, Any]]:
+    """A segment's members and what was read to find them, without writing anything."""
     segment = runtime.project.segments[name]
-    run = run_sql(runtime.lake, segment.render(runtime.as_of), segment.refs)
-    if run.table.column_names[:1] != ["patient_id"]:
-        raise ValueError(f"{segment.path}: a segment's first column must be patient_id")
-    ids = run.table.select(["patient_id"])
-    if pc.count_distinct(ids.column("patient_id")).as_py() != ids.num_rows:
-        raise ValueError(f"{segment.path}: returns a patient more than once (grain is one row per patient)")
-    version = runtime.lake.write(segment.dataset, ids)
+    withheld = runtime.project.policy.withheld_categories(segment.header.purposes)
+    run = run_sql(runtime.lake, segment.render(runtime.as_of), segment.inputs, withheld)
+    members = check_segment_output(segment, run.table)
     metadata = {
         "sql_sha256": segment.sha256,
         "owner": segment.header.owner,
         "purposes": list(segment.header.purposes),
         "as_of": runtime.send_date,
-        "patients": ids.num_rows,
+        "patients": members.num_rows,
+        "sensitive_categories_withheld": sorted(withheld),
+        "rows_withheld_sensitive": run.withheld_rows,
         **describe_reads(runtime.lake, run.reads),
-        **_written_metadata(version),
     }
-    return StageResult(metadata=metadata, written=version)
+    return members, metadata
+
+
+def run_segment(runtime: Runtime, name: str) -> StageResult:
+    segment = runtime.project.segments[name]
+    members, metadata = compute_segment(runtime, name)
+    version = runtime.lake.write(segment.dataset, members)
+    return StageResult(metadata={**metadata, **_written_metadata(version)}, written=version)
 
 
 def audience_dataset(campaign: Campaign) -> str:
@@ -104,38 +124,43 @@ def outbox_dataset(campaign: Campaign) -> str:
     return f"outbox_{campaign.name}"
 
 
-def build_campaign_audience(runtime: Runtime, campaign: Campaign) -> StageResult:
-    segment = runtime.project.segments[campaign.segment]
+def plan_audience(runtime: Runtime, campaign: Campaign, members: pa.Table) -> tuple[Audience, tuple[LakeRead, ...]]:
+    """Judge a segment's members for a campaign, recording nothing (the stage and the preview share it)."""
     lake = runtime.lake
     reads = (
-        lake.read(segment.dataset, ["patient_id"]),
         lake.read("mart_patient_profile", list(PROFILE_COLUMNS)),
         lake.read("mart_consent_latest", list(CONSENT_COLUMNS)),
         lake.read("mart_suppressions", list(SUPPRESSION_COLUMNS)),
     )
+    policy_cap = runtime.project.policy.rule(campaign.purpose).frequency_cap
+    caps = [cap for cap in (policy_cap, campaign.frequency_cap) if cap]
     with Ledger(runtime.home.state_db) as ledger:
-        ledger_suppressions = ledger.suppressions_for(campaign.purpose)
-        audience = build_audience(
-            campaign,
-            *(read.table for read in reads),
-            as_of=runtime.send_time,
-            pseudonymizer=runtime.pseudonymizer(),
-            ledger_suppressions=ledger_suppressions,
-        )
-        funnel = {
-            "segment": audience.segment_size,
-            "excluded": audience.excluded,
-            "holdout": audience.holdout,
-            "audience": audience.size,
-        }
+        excluded_by_ledger = ledger_exclusions(ledger, campaign, caps, runtime.as_of)
+    audience = build_audience(
+        campaign,
+        members.select(["patient_id"]),
+        *(read.table for read in reads),
+        as_of=runtime.send_time,
+        pseudonymizer=runtime.pseudonymizer(),
+        ledger_exclusions=excluded_by_ledger,
+    )
+    return audience, reads
+
+
+def build_campaign_audience(runtime: Runtime, campaign: Campaign) -> StageResult:
+    segment = runtime.project.segments[campaign.segment]
+    members = runtime.lake.read(segment.dataset, ["patient_id"])
+    audience, reads = plan_audience(runtime, campaign, members.table)
+    funnel = audience.funnel()
+    with Ledger(runtime.home.state_db) as ledger:
         ledger.record_stage(campaign.name, runtime.send_date, "audience", funnel)
-    version = lake.write(audience_dataset(campaign), audience.members)
+    version = runtime.lake.write(audience_dataset(campaign), audience.members)
     metadata = {
         "purpose": campaign.purpose,
         "as_of": runtime.send_time.isoformat(timespec="seconds"),
         **funnel,
         "variants": dict(sorted(_value_counts(audience.members, "variant").items())),
-        **describe_reads(runtime.lake, reads),
+        **describe_reads(runtime.lake, (members, *reads)),
         **_written_metadata(version),
     }
     return StageResult(metadata=metadata, written=version)

@@ -198,3 +198,31 @@ def test_funnel_always_adds_up(patient_ids: set[str], purpose: str) -> None:
     consents = [_consent(pid, purpose, revoked=SEND if i % 2 else None) for i, pid in enumerate(ids)]
     audience = _run(_campaign(purpose), profile, consents)
     assert audience.members.num_rows + sum(audience.excluded.values()) == audience.segment_size == len(ids)
+
+
+def test_frequency_cap_counts_every_campaign_of_the_purpose_in_a_rolling_window(tmp_path) -> None:
+    from datetime import date
+
+    from carecast.audience import ledger_exclusions
+    from carecast.ledger import Ledger, Planned
+    from carecast.policy import FrequencyCap
+
+    campaign = _campaign("marketing")
+    with Ledger(tmp_path / "state.db") as ledger:
+        # a message 6 days before counts for a 7-day window, 7 days before does not
+        ledger.reserve("spring_news", "marketing", "2026-11-17", [Planned("m1", "recent", "A")])
+        ledger.reserve("spring_news", "marketing", "2026-11-16", [Planned("m2", "old", "A")])
+        # another purpose, and a bounced message, do not count
+        ledger.reserve("reminder", "treatment", "2026-11-20", [Planned("m3", "other_purpose", "A")])
+        ledger.reserve("spring_news", "marketing", "2026-11-20", [Planned("m4", "bounced", "A")])
+        ledger.commit([("m4", "bounced", 550)])
+        # this campaign's own earlier attempt today is the run being re-planned: it does not count
+        ledger.reserve(campaign.name, "marketing", "2026-11-23", [Planned("m5", "rerun", "A")])
+        excluded = ledger_exclusions(ledger, campaign, [FrequencyCap(messages=1, days=7)], date(2026, 11, 23))
+        assert excluded == {"recent": "frequency_cap"}
+        looser = ledger_exclusions(ledger, campaign, [FrequencyCap(messages=2, days=7)], date(2026, 11, 23))
+        assert looser == {}
+        ledger.suppress(["recent"], "hard_bounce", "all", "smtp")
+        assert ledger_exclusions(ledger, campaign, [FrequencyCap(messages=1, days=7)], date(2026, 11, 23)) == {
+            "recent": "hard_bounce"
+        }

@@ -8,6 +8,7 @@ from carecast.home import CarecastHome
 from carecast.models.project import ModelDefinitionError, load_model
 from carecast.project import Project
 from carecast.runtime import Runtime
+from tests import raw_tables
 from tests.reference import is_valid_email
 
 
@@ -107,36 +108,12 @@ ADDRESSES = {
 
 def test_email_validity_agrees_with_email_validator(runtime: Runtime) -> None:
     ids = [f"p{i}" for i in range(len(ADDRESSES))]
-    runtime.lake.write(
-        "raw_synthea_patients",
-        pa.table(
-            {
-                "Id": ids,
-                "BIRTHDATE": pa.array([date(1970, 1, 1)] * len(ids)),
-                "DEATHDATE": pa.array([None] * len(ids), pa.date32()),
-                "FIRST": ids,
-                "LAST": ids,
-                "GENDER": ["F"] * len(ids),
-                "RACE": ids,
-                "ETHNICITY": ids,
-                "STATE": ids,
-                "ZIP": ["02155"] * len(ids),
-            }
-        ),
-    )
-    runtime.lake.write(
-        "raw_crm_contacts",
-        pa.table(
-            {
-                "patient_id": ids,
-                "email": list(ADDRESSES),
-                "preferred_language": ["en"] * len(ids),
-                "email_opt_in": [True] * len(ids),
-                "updated_at": pa.array([None] * len(ids), pa.timestamp("us")),
-            }
-        ),
-    )
-    for model in ("stg_patients", "stg_contacts", "mart_patient_profile"):
+    runtime.lake.write("raw_synthea_patients", raw_tables.patients(dict.fromkeys(ids, date(1970, 1, 1))))
+    contacts = raw_tables.contacts(ids)
+    runtime.lake.write("raw_crm_contacts", contacts.set_column(1, "email", pa.array(list(ADDRESSES))))
+    runtime.lake.write("raw_synthea_encounters", raw_tables.encounters([]))
+    runtime.lake.write("raw_synthea_payers", raw_tables.payers())
+    for model in ("stg_patients", "stg_contacts", "stg_encounters", "stg_payers", "mart_patient_profile"):
         stages.run_model(runtime, model)
     profile = runtime.lake.read("mart_patient_profile", ["patient_id", "has_valid_email"]).table.to_pylist()
     judged = {row["patient_id"]: row["has_valid_email"] for row in profile}

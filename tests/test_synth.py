@@ -266,6 +266,8 @@ def test_augment_synthea_copies_and_adds_synthetic_extracts(tmp_path: Path) -> N
         copied = tmp_path / "synthea" / BATCH / f"{table}.csv"
         assert copied.read_bytes() == (SYNTHEA_27 / f"{table}.csv").read_bytes()
     assert counts["synthea/patients"] == 27
+    assert counts["synthea/payers"] == 10
+    assert (tmp_path / "synthea" / BATCH / "_SUCCESS").exists()
     contacts = pl.read_csv(tmp_path / "crm" / BATCH / "contacts.csv", infer_schema=False)
     source_ids = pl.read_csv(SYNTHEA_27 / "patients.csv", infer_schema=False)["Id"]
     assert 0 < contacts.height <= 27 == counts["synthea/patients"]
@@ -277,6 +279,16 @@ def test_augment_synthea_copies_and_adds_synthetic_extracts(tmp_path: Path) -> N
     for source in ("crm", "consents", "events"):
         assert "SYNTHETIC" in (tmp_path / source / BATCH / "SYNTHETIC.txt").read_text()
         assert (tmp_path / source / BATCH / "_SUCCESS").exists()
+
+
+def test_augment_synthea_refuses_an_export_without_payers(tmp_path: Path) -> None:
+    source = tmp_path / "partial"
+    source.mkdir()
+    for table in SYNTHEA_TABLES[:-1]:
+        (source / f"{table}.csv").write_bytes((SYNTHEA_27 / f"{table}.csv").read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"missing \['payers.csv'\]"):
+        augment_synthea(source, tmp_path / "landing", seed=7, as_of=AS_OF)
+    assert not (tmp_path / "landing").exists()
 
 
 def test_augment_synthea_accepts_newer_column_set(tmp_path: Path) -> None:
@@ -292,3 +304,27 @@ def test_augment_synthea_accepts_newer_column_set(tmp_path: Path) -> None:
     counts = augment_synthea(source, tmp_path / "landing", seed=7, as_of=AS_OF)
     assert counts["synthea/patients"] == 27
     assert 0 < counts["crm/contacts"] <= 27
+
+
+def test_payers_cover_every_payer_billed(landing: Path, patients: pl.DataFrame) -> None:
+    payers = _read(landing, "payers")
+    assert payers["Id"].n_unique() == payers.height == 10
+    names = payers["NAME"].to_list()
+    assert names[:3] == ["Medicare", "Medicaid", "Dual Eligible"] and names[-1] == "NO_INSURANCE"
+    encounters = _read(landing, "encounters")
+    medications = _read(landing, "medications")
+    for billed in (encounters, medications):
+        assert billed["PAYER"].null_count() == 0
+        assert billed["PAYER"].is_in(payers["Id"].implode()).all()
+    named = encounters.join(payers.select(pl.col("Id").alias("PAYER"), "NAME"), on="PAYER")
+    seniors = patients.filter(
+        pl.col("DEATHDATE").is_null() & ((pl.lit(AS_OF) - pl.col("BIRTHDATE")).dt.total_days() >= 66 * 365.25)
+    )["Id"]
+    assert seniors.len() > 0
+    assert (named.filter(pl.col("PATIENT").is_in(seniors.implode()))["NAME"] == "Medicare").all()
+    assert (named.filter(pl.col("NAME") == "NO_INSURANCE")["PAYER_COVERAGE"].cast(pl.Float64) == 0).all()
+    per_payer = encounters.group_by(pl.col("PAYER").alias("Id")).len()
+    counted = payers.join(per_payer, on="Id", how="left").with_columns(pl.col("len").fill_null(0))
+    total = counted["COVERED_ENCOUNTERS"].cast(pl.Int64) + counted["UNCOVERED_ENCOUNTERS"].cast(pl.Int64)
+    assert (total == counted["len"]).all()
+    assert payers["UNIQUE_CUSTOMERS"].cast(pl.Int64).sum() == PATIENTS

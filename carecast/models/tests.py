@@ -48,7 +48,7 @@ def run_model_tests(table: pa.Table, spec: ModelSpec, lake: Lake) -> list[ModelT
                 failing = len(values) - values.null_count - len(pc.unique(values.drop_null()))
             case "accepted_values":
                 accepted = pa.array(test["values"], type=values.type)
-                failing = len(values) - values.null_count - pc.sum(pc.is_in(values, accepted)).as_py()
+                failing = len(values) - values.null_count - (pc.sum(pc.is_in(values, accepted)).as_py() or 0)
             case "relationships":
                 parents = lake.read(test["to"], [test["field"]]).table.column(test["field"])
                 present = pc.is_in(values, parents)

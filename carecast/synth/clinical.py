@@ -28,13 +28,14 @@ from carecast.synth.columns import (
     uniform_days,
     uuids,
 )
+from carecast.synth.payers import PAYERS, Claims, payers_frame
 from carecast.synth.people import Population
 
 YEAR = 365
 KIND = ref.KIND_INDEX
 ORGANIZATION_COUNT = 120
 PROVIDERS_PER_ORGANIZATION = 5
-PAYER_COUNT = 10
+PAYER_COUNT = len(PAYERS)
 
 
 def influenza_season_start(as_of: date) -> date:
@@ -462,7 +463,8 @@ def _numeric(values: np.ndarray, decimals: int = 1) -> pl.Series:
 
 
 def generate_clinical(seed: int, population: Population) -> dict[str, pl.DataFrame]:
-    """The six clinical tables, in Synthea column order, sorted by patient then time."""
+    """The six clinical tables, in Synthea column order, sorted by patient then time, and the payers
+    they are billed to."""
     generator = ClinicalGenerator(seed, population)
     as_of = population.cohort.as_of
     generator.chronic_conditions()
@@ -634,6 +636,17 @@ def _render(generator: ClinicalGenerator) -> dict[str, pl.DataFrame]:
             "REASONDESCRIPTION": labels([c.description for c in ref.CONDITIONS], medication_reason),
         }
     )
+    payer_frame = payers_frame(
+        payers,
+        payer=payer,
+        covers=coverage_share > 0,
+        age=generator.age_at_end,
+        months_alive=((generator.last_day - generator.birth) / (DAYS_PER_YEAR / 12)).astype(np.int64),
+        encounters=Claims(payer[patient], total_cost, encounter_frame["PAYER_COVERAGE"].to_numpy()),
+        medications=Claims(payer[medication_patient], total, medication_frame["PAYER_COVERAGE"].to_numpy()),
+        procedure_patient=procedures["patient"].to_numpy(),
+        immunization_patient=immunizations["patient"].to_numpy(),
+    )
     return {
         "encounters": encounter_frame,
         "conditions": condition_frame,
@@ -641,4 +654,5 @@ def _render(generator: ClinicalGenerator) -> dict[str, pl.DataFrame]:
         "immunizations": immunization_frame,
         "procedures": procedure_frame,
         "medications": medication_frame,
+        "payers": payer_frame,
     }

@@ -1,5 +1,6 @@
 -- One row per patient: what campaigns may know of them, as of the run date.
 -- Dates of birth stay in staging; the mart carries age and age band (demographic) instead.
+-- The insurance type is that of the payer of the newest encounter known on the run date.
 with
 
 patients as (
@@ -14,6 +15,18 @@ contacts as (
 
 ),
 
+encounters as (
+
+    select * from {{ ref('stg_encounters') }}
+
+),
+
+payers as (
+
+    select * from {{ ref('stg_payers') }}
+
+),
+
 aged as (
 
     select
@@ -22,10 +35,39 @@ aged as (
         sex,
         state,
         left(zip_code, 3) as zip3,
+        left(zip_code, 5) as zip_code,
         date_part('year', age({{ var('as_of') }}, birth_date))::integer as age,
         coalesce(death_date <= {{ var('as_of') }}, false) as is_deceased,
 
     from patients
+
+),
+
+-- row_number, not arg_max: arg_max skips NULLs, and a newest encounter without a payer must win
+-- over an older one with a payer. Encounters after the run date are not yet known.
+latest_encounters as (
+
+    select
+        patient_id,
+        payer_id,
+
+    from encounters
+    where started_at < {{ var('as_of') }} + interval 1 day
+    qualify row_number() over (
+        partition by patient_id
+        order by started_at desc, encounter_id desc
+    ) = 1
+
+),
+
+insured as (
+
+    select
+        latest_encounters.patient_id,
+        payers.insurance_type,
+
+    from latest_encounters
+    left join payers on payers.payer_id = latest_encounters.payer_id
 
 ),
 
@@ -37,6 +79,7 @@ profiled as (
         aged.sex,
         aged.state,
         aged.zip3,
+        aged.zip_code,
         aged.age,
         case
             when aged.age < 18 then '0-17'
@@ -49,6 +92,7 @@ profiled as (
         end as age_band,
         aged.age < 18 as is_minor,
         aged.is_deceased,
+        coalesce(insured.insurance_type, 'unknown') as insurance_type,
         contacts.email,
         coalesce(contacts.preferred_language, 'en') as preferred_language,
         coalesce(contacts.is_email_opted_in, false) as is_email_opted_in,
@@ -60,6 +104,7 @@ profiled as (
 
     from aged
     left join contacts on contacts.patient_id = aged.patient_id
+    left join insured on insured.patient_id = aged.patient_id
 
 )
 

@@ -82,20 +82,20 @@ def expected_funnel(home: Path) -> tuple[dict, set[str]]:
     for row in segment.iter_rows(named=True):
         pid = row["Id"]
         address = (email_of.get(pid) or "").strip().lower()
-        if row["DEATHDATE"] is not None and row["DEATHDATE"] <= as_of:
-            reason = "deceased"
-        elif not is_valid_email(address):
-            reason = "no_valid_email"
+        if pid in revoked:
+            reason = "consent_revoked"
         elif opted_in.get(pid) != "true":
             reason = "email_opt_out"
-        elif pid in revoked:
-            reason = "consent_revoked"
+        elif not is_valid_email(address):
+            reason = "no_valid_email"
         elif pid in hard:
             reason = "hard_bounce"
         elif pid in complained:
             reason = "complaint"
         elif pid in unsubscribed:
             reason = "unsubscribed"
+        elif row["DEATHDATE"] is not None and row["DEATHDATE"] <= as_of:
+            reason = "deceased"
         else:
             reached.add(address)
             continue
