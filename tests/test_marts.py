@@ -61,7 +61,7 @@ def test_profile_insurance_type_is_the_payer_of_the_newest_encounter_known_on_th
             ]
         ),
     )
-    for model in ("stg_patients", "stg_contacts", "stg_encounters", "stg_payers"):
+    for model in ("stg_patients", "stg_contacts", "stg_encounters", "stg_payers", "int_patient_visits"):
         stages.run_model(runtime, model)
     result = stages.run_model(runtime, "mart_patient_profile")
     assert all(t.passed for t in result.tests), [t for t in result.tests if not t.passed]
@@ -78,10 +78,7 @@ def test_profile_insurance_type_is_the_payer_of_the_newest_encounter_known_on_th
     }
     assert rows["senior"]["age"] == 70
     assert {(row["zip_code"], row["zip3"]) for row in rows.values()} == {("02155", "021")}
-    assert set(result.metadata["columns_read"]["stg_encounters"]) == {
-        "encounter_id",
-        "patient_id",
-        "payer_id",
-        "started_at",
-    }
+    # the profile takes the payer from the intermediate model: it never unwraps the clinical key
+    assert result.metadata["columns_read"]["int_patient_visits"] == ["latest_payer_id", "patient_id"]
     assert result.metadata["columns_read"]["stg_payers"] == ["insurance_type", "payer_id"]
+    assert "clinical" not in result.metadata["classes_read"]

@@ -1,5 +1,4 @@
 -- One row per patient, deceased ones included: where they stand in their care journey as of the run date.
--- Encounters after the run date are not yet known, so a past run date gives the stage it had then.
 with
 
 patients as (
@@ -8,35 +7,9 @@ patients as (
 
 ),
 
-encounters as (
-
-    select * from {{ ref('stg_encounters') }}
-
-),
-
-known_encounters as (
-
-    select
-        patient_id,
-        encounter_class,
-        started_at,
-
-    from encounters
-    where started_at < {{ var('as_of') }} + interval 1 day
-
-),
-
 visits as (
 
-    select
-        patient_id,
-        min(started_at) as first_encounter_at,
-        max(started_at) as last_encounter_at,
-        count(*) filter (where started_at >= {{ var('as_of') }} - interval 12 months) as encounters_last_12_months,
-        max(started_at) filter (where encounter_class = 'wellness') as last_wellness_at,
-
-    from known_encounters
-    group by patient_id
+    select * from {{ ref('int_patient_visits') }}
 
 ),
 

@@ -15,9 +15,9 @@ contacts as (
 
 ),
 
-encounters as (
+visits as (
 
-    select * from {{ ref('stg_encounters') }}
+    select * from {{ ref('int_patient_visits') }}
 
 ),
 
@@ -43,31 +43,14 @@ aged as (
 
 ),
 
--- row_number, not arg_max: arg_max skips NULLs, and a newest encounter without a payer must win
--- over an older one with a payer. Encounters after the run date are not yet known.
-latest_encounters as (
-
-    select
-        patient_id,
-        payer_id,
-
-    from encounters
-    where started_at < {{ var('as_of') }} + interval 1 day
-    qualify row_number() over (
-        partition by patient_id
-        order by started_at desc, encounter_id desc
-    ) = 1
-
-),
-
 insured as (
 
     select
-        latest_encounters.patient_id,
+        visits.patient_id,
         payers.insurance_type,
 
-    from latest_encounters
-    left join payers on payers.payer_id = latest_encounters.payer_id
+    from visits
+    left join payers on payers.payer_id = visits.latest_payer_id
 
 ),
 
