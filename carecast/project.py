@@ -83,6 +83,13 @@ def load_project(root: Path | None = None) -> Project:
                 f"{where}: campaign {campaign.name!r} names unknown template {campaign.template!r}"
             )
         check_template_for_campaign(templates[campaign.template], campaign)
+        segment_columns = segments[campaign.segment].header.columns
+        for field, field_class in templates[campaign.template].spec.fields.items():
+            if field in segment_columns and segment_columns[field] != field_class:
+                raise CampaignDefinitionError(
+                    f"{where}: campaign {campaign.name!r}: template field {field!r} is declared {field_class}, "
+                    f"segment {campaign.segment!r} declares it {segment_columns[field]}"
+                )
     return Project(
         root=root,
         registry=registry,

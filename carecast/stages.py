@@ -174,11 +174,20 @@ def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
 def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     template = runtime.project.templates[campaign.template]
     lake = runtime.lake
+    segment = runtime.project.segments[campaign.segment]
     members = lake.read(audience_dataset(campaign), ["patient_id", "patient_key", "variant"])
-    profile_columns = ["patient_id", "email", "preferred_language", *template.spec.fields]
-    profile = lake.read("mart_patient_profile", list(dict.fromkeys(profile_columns)))
+    # A field the segment declares (say latest_hba1c) comes from the segment; the rest from the profile.
+    from_segment = [name for name in template.spec.fields if name in segment.header.columns]
+    from_profile = [name for name in template.spec.fields if name not in segment.header.columns]
+    profile_columns = list(dict.fromkeys(["patient_id", "email", "preferred_language", *from_profile]))
+    profile = lake.read("mart_patient_profile", profile_columns)
+    reads = [members, profile]
     sendable = members.table.filter(pc.not_equal(members.table.column("variant"), HOLDOUT))
-    recipients = sendable.join(profile.table, "patient_id", join_type="inner").sort_by("patient_key")
+    recipients = sendable.join(profile.table, "patient_id", join_type="inner")
+    if from_segment:
+        reads.append(lake.read(segment.dataset, ["patient_id", *from_segment]))
+        recipients = recipients.join(reads[-1].table, "patient_id", join_type="inner")
+    recipients = recipients.sort_by("patient_key")
     outbox = render_outbox(campaign, template, recipients.drop_columns(["patient_id"]), runtime.send_date)
     runtime.start_epoch("message")
     version = lake.write(outbox_dataset(campaign), outbox)
@@ -189,7 +198,7 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
         "template_sha256": template.sha256,
         "rendered": outbox.num_rows,
         "locales": dict(sorted(_value_counts(outbox, "locale").items())),
-        **describe_reads(runtime.lake, (members, profile)),
+        **describe_reads(runtime.lake, tuple(reads)),
         **_written_metadata(version),
     }
     return StageResult(metadata=metadata, written=version)

@@ -113,7 +113,14 @@ def test_email_validity_agrees_with_email_validator(runtime: Runtime) -> None:
     runtime.lake.write("raw_crm_contacts", contacts.set_column(1, "email", pa.array(list(ADDRESSES))))
     runtime.lake.write("raw_synthea_encounters", raw_tables.encounters([]))
     runtime.lake.write("raw_synthea_payers", raw_tables.payers())
-    for model in ("stg_patients", "stg_contacts", "stg_encounters", "stg_payers", "int_patient_visits", "mart_patient_profile"):
+    for model in (
+        "stg_patients",
+        "stg_contacts",
+        "stg_encounters",
+        "stg_payers",
+        "int_patient_visits",
+        "mart_patient_profile",
+    ):
         stages.run_model(runtime, model)
     profile = runtime.lake.read("mart_patient_profile", ["patient_id", "has_valid_email"]).table.to_pylist()
     judged = {row["patient_id"]: row["has_valid_email"] for row in profile}

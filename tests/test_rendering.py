@@ -100,3 +100,63 @@ def test_built_message_parses_back(project: Project) -> None:
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Subject"] == row["subject"]
     assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == row["body_text"]
+
+
+def test_a_template_uses_the_extra_columns_its_segment_declares(tmp_path: Path) -> None:
+    import shutil
+    from datetime import date
+
+    from carecast import stages
+    from carecast.home import CarecastHome
+    from carecast.project import CHECKOUT_DIR, load_project
+    from carecast.runtime import Runtime
+
+    for folder in ("dbt_like_models", "segments", "templates", "campaigns"):
+        shutil.copytree(CHECKOUT_DIR / folder, tmp_path / folder)
+    shutil.copy(CHECKOUT_DIR / "purposes.yaml", tmp_path)
+    template_dir = tmp_path / "templates" / "hba1c_outreach"
+    template_dir.mkdir()
+    (template_dir / "template.yaml").write_text(
+        "name: hba1c_outreach\npurposes: [treatment]\ndefault_locale: en\n"
+        "fields: {first_name: identifier, latest_hba1c: clinical}\nsubject: {en: Time for a diabetes check-in}\n"
+    )
+    (template_dir / "en.md.j2").write_text("Dear {{ first_name }}, your last HbA1c was {{ latest_hba1c }} %.\n")
+    campaign = (CHECKOUT_DIR / "campaigns" / "breast_screening_reminder.yaml").read_text()
+    campaign = campaign.replace("name: breast_screening_reminder", "name: hba1c_outreach")
+    campaign = campaign.replace(
+        "segment: breast_cancer_screening_due", "segment: diabetes_uncontrolled_no_recent_visit"
+    )
+    (tmp_path / "campaigns" / "hba1c_outreach.yaml").write_text(
+        campaign.replace("template: breast_screening_reminder", "template: hba1c_outreach")
+    )
+    project = load_project(tmp_path)
+    runtime = Runtime.open(CarecastHome(tmp_path / "home"), project, as_of=date(2026, 6, 1))
+    runtime.lake.write(
+        "segment_diabetes_uncontrolled_no_recent_visit", pa.table({"patient_id": ["p1"], "latest_hba1c": [9.6]})
+    )
+    runtime.lake.write(
+        "audience_hba1c_outreach",
+        pa.table(
+            {
+                "patient_id": ["p1"],
+                "patient_key": ["k1"],
+                "variant": ["A"],
+                "consent_id": pa.array([None], pa.string()),
+                "consent_document_id": pa.array([None], pa.string()),
+            }
+        ),
+    )
+    runtime.lake.write(
+        "mart_patient_profile",
+        pa.table(
+            {"patient_id": ["p1"], "email": ["p1@example.org"], "preferred_language": ["en"], "first_name": ["Ana"]}
+        ),
+    )
+    result = stages.render_campaign(runtime, project.campaigns["hba1c_outreach"])
+    assert result.metadata["columns_read"]["segment_diabetes_uncontrolled_no_recent_visit"] == [
+        "patient_id",
+        "latest_hba1c",
+    ]
+    assert "latest_hba1c" not in result.metadata["columns_read"]["mart_patient_profile"]
+    body = runtime.lake.read("outbox_hba1c_outreach", ["body_text"]).table.column("body_text")[0].as_py()
+    assert "Dear Ana, your last HbA1c was 9.6 %." in body
