@@ -13,6 +13,7 @@ from carecast.crypto.kms import LocalKms
 from carecast.lake import Lake
 from carecast.project import CHECKOUT_DIR, load_project
 from carecast.sql.engine import run_query
+from carecast.synth import SYNTHEA_TABLES
 from tests.conftest import SYNTHEA_27
 from tests.integration.conftest import AS_OF, carecast, read_landed, run_cli
 from tests.integration.leak_scan import scan_for_canaries
@@ -21,16 +22,7 @@ pytestmark = pytest.mark.integration
 # in-process: one Python for all steps (the default multiprocess executor starts one per step)
 RUN_CONFIG = {"resources": {"carecast": {"config": {"as_of": AS_OF}}}, "execution": {"config": {"in_process": {}}}}
 INFLUENZA_CVX = ("140", "141", "150", "153", "155", "158", "161", "166", "168", "171", "185", "186", "197", "205")
-TABLES = (
-    "patients",
-    "encounters",
-    "conditions",
-    "observations",
-    "immunizations",
-    "procedures",
-    "medications",
-    "payers",
-)
+TABLES = SYNTHEA_TABLES
 ROWS = {"payers": 10}  # counted in the file (a header and ten payers)
 INSURANCE_TYPES = {
     "Medicare": "medicare",
