@@ -20,6 +20,7 @@ from datetime import date
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.lineage import lineage
 
 from carecast.models.project import ModelDefinitionError
 from carecast.models.runner import SENSITIVE_COLUMN
@@ -58,7 +59,35 @@ def analyse_segment(segment: Segment, registry: SchemaRegistry) -> SegmentNeeds:
     schema = {dataset: list(registry.declared(dataset)) for dataset in segment.inputs}
     columns = required_columns(sql, schema)
     classes = {dataset: registry.classes_for(dataset, sorted(names)) for dataset, names in columns.items()}
+    for name, declared in segment.header.columns.items():
+        _check_declared_class(segment, sql, schema, registry, name, declared)
     return SegmentNeeds(columns=columns, classes=classes)
+
+
+def _check_declared_class(
+    segment: Segment, sql: str, schema: dict[str, list[str]], registry: SchemaRegistry, name: str, declared: str
+) -> None:
+    """An extra output column keeps the class of what it is computed from, so it is stored under the
+    right key and a template cannot pass a clinical value off as demographic."""
+    try:
+        node = lineage(name, sql, schema={d: dict.fromkeys(c, "VARCHAR") for d, c in schema.items()}, dialect=DIALECT)
+    except (sqlglot.errors.SqlglotError, ValueError):
+        raise SegmentPolicyError(
+            f"{segment.path}: the header declares column {name!r}, which the query does not return"
+        ) from None
+    sources = {
+        f"{leaf.source.name}.{leaf.name.split('.')[-1]}": registry.declared(leaf.source.name).get(
+            leaf.name.split(".")[-1]
+        )
+        for leaf in node.walk()
+        if isinstance(leaf.source, exp.Table) and not leaf.downstream
+    }
+    allowed = {c for c in sources.values() if c and c != "operational"} or set(sources.values()) or {declared}
+    if declared not in allowed:
+        raise SegmentPolicyError(
+            f"{segment.path}: column {name!r} is declared {declared}, but it is computed from "
+            f"{sorted(sources)} of class {sorted(allowed)}"
+        )
 
 
 def check_segment(

@@ -135,3 +135,14 @@ def test_declared_extra_columns_must_be_what_the_segment_returns(project_dir: Pa
         + "select patient_id, age from {{ ref('mart_patient_profile') }}\n",
     )
     assert "'name (class)'" in message
+
+
+def test_an_extra_column_keeps_the_class_it_is_computed_from(project_dir: Path) -> None:
+    # a clinical value declared demographic would be stored under the wrong key and reach templates as such
+    message = _refused(
+        project_dir,
+        "relabelled",
+        _header("relabelled", "treatment", "-- columns: hba1c (demographic)\n")
+        + "select patient_id, value_number as hba1c from {{ ref('mart_latest_labs') }} where lab_code = '4548-4'\n",
+    )
+    assert "'hba1c' is declared demographic" in message and "mart_latest_labs.value_number" in message
