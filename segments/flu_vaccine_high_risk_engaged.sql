@@ -7,11 +7,11 @@ with
 
 chronic_conditions as (
 
-    -- SNOMED CT: diabetes mellitus type 2, type 1, asthma, heart failure
+    -- SNOMED CT: diabetes mellitus type 2, type 1, unspecified; asthma, childhood asthma; heart failure, chronic congestive heart failure
     select distinct patient_id
     from {{ ref('mart_clinical_facts') }}
     where fact_type = 'condition'
-        and code in ('44054006', '46635009', '195967001', '84114007')
+        and code in ('44054006', '46635009', '73211009', '195967001', '233678006', '84114007', '88805009')
         and is_active
 
 ),

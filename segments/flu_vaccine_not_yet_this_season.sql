@@ -32,7 +32,7 @@ vaccinated_this_season as (
     from {{ ref('mart_clinical_facts') }} as facts
     cross join season
     where facts.fact_type = 'immunization'
-        and facts.code in ('140', '141', '150', '153', '155', '158', '161', '168', '171', '185', '186', '197', '205', '111', '149')
+        and facts.code in ('140', '141', '150', '153', '155', '158', '161', '166', '168', '171', '185', '186', '197', '205', '111', '149')
         and facts.fact_at >= season.starts_on
         and facts.fact_at < {{ var('as_of') }} + interval 1 day
 

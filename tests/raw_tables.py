@@ -63,3 +63,22 @@ def encounters(rows: list[tuple[str, str, datetime, str | None]]) -> pa.Table:
 
 def payers() -> pa.Table:
     return pa.table({"Id": list(PAYERS), "NAME": list(PAYERS.values())})
+
+
+def landed(project, source: str, table: str, rows: list[dict[str, str]]) -> pa.Table:
+    """A raw table as ingest would store it: CSV-like text rows cast by the same validation code.
+
+    Every declared column is present (text NULL where the rows give none); any row that would be
+    quarantined fails the test that built it.
+    """
+    import polars as pl
+
+    from carecast.ingest.validate import validate
+
+    spec = project.registry.table_spec(source, table)
+    frame = pl.DataFrame(
+        {c: [row.get(c) for row in rows] for c in spec.columns}, schema=dict.fromkeys(spec.columns, pl.String)
+    )
+    validated = validate(frame, spec)
+    assert validated.quarantined.height == 0, validated.reasons
+    return validated.loaded.to_arrow()

@@ -82,3 +82,78 @@ def test_profile_insurance_type_is_the_payer_of_the_newest_encounter_known_on_th
     assert result.metadata["columns_read"]["int_patient_visits"] == ["latest_payer_id", "patient_id"]
     assert result.metadata["columns_read"]["stg_payers"] == ["insurance_type", "payer_id"]
     assert "clinical" not in result.metadata["classes_read"]
+
+
+def _land(runtime: Runtime, source: str, table: str, rows: list[dict[str, str]]) -> None:
+    runtime.lake.write(f"raw_{source}_{table}", raw_tables.landed(runtime.project, source, table, rows))
+
+
+def test_clinical_marts_know_only_what_was_known_on_the_run_date(runtime: Runtime) -> None:
+    # AS_OF is 2026-11-23: a later stop, result, fact or event is not yet known, so a past run date
+    # re-explains a past campaign with the data it had
+    _land(runtime, "synthea", "patients", [])
+    _land(
+        runtime,
+        "synthea",
+        "conditions",
+        [
+            {"PATIENT": "stops_later", "CODE": "59621000", "START": "2020-01-01", "STOP": "2026-12-01"},
+            {"PATIENT": "stopped_on_the_day", "CODE": "195967001", "START": "2020-01-01", "STOP": "2026-11-23"},
+            {"PATIENT": "starts_later", "CODE": "44054006", "START": "2026-11-24"},
+        ],
+    )
+    _land(
+        runtime,
+        "synthea",
+        "observations",
+        [
+            {
+                "PATIENT": "lab",
+                "CATEGORY": "laboratory",
+                "CODE": "4548-4",
+                "VALUE": "8.0",
+                "DATE": "2026-01-01T09:00:00Z",
+            },
+            {
+                "PATIENT": "lab",
+                "CATEGORY": "laboratory",
+                "CODE": "4548-4",
+                "VALUE": "10.0",
+                "DATE": "2026-11-24T09:00:00Z",
+            },
+        ],
+    )
+    for table in ("procedures", "medications", "immunizations"):
+        _land(runtime, "synthea", table, [])
+    _land(
+        runtime,
+        "events",
+        "events",
+        [
+            {"event_id": "e1", "event_type": "open", "occurred_at": "2026-06-01T10:00:00Z", "patient_id": "reader"},
+            {"event_id": "e2", "event_type": "open", "occurred_at": "2026-11-24T10:00:00Z", "patient_id": "reader"},
+        ],
+    )
+    for model in ("sensitive_codes",):
+        stages.load_seed(runtime, model)
+    for model in (
+        "stg_patients",
+        "stg_conditions",
+        "stg_observations",
+        "stg_procedures",
+        "stg_medications",
+        "stg_immunizations",
+        "stg_events",
+        "mart_clinical_facts",
+        "mart_latest_labs",
+        "mart_behavior",
+    ):
+        stages.run_model(runtime, model)
+
+    facts = runtime.lake.read("mart_clinical_facts", ["patient_id", "fact_type", "is_active"]).table.to_pylist()
+    conditions = {row["patient_id"]: row["is_active"] for row in facts if row["fact_type"] == "condition"}
+    assert conditions == {"stops_later": True, "stopped_on_the_day": False}
+    labs = runtime.lake.read("mart_latest_labs", ["patient_id", "value_number"]).table.to_pylist()
+    assert labs == [{"patient_id": "lab", "value_number": 8.0}]
+    behavior = runtime.lake.read("mart_behavior", ["patient_id", "opens", "last_open_at"]).table.to_pylist()
+    assert behavior == [{"patient_id": "reader", "opens": 1, "last_open_at": datetime(2026, 6, 1, 10, 0)}]

@@ -19,6 +19,8 @@ engagement as (
         max(occurred_at) filter (where event_type in ('open', 'click')) as last_engagement_at,
 
     from events
+    -- events after the run date are not yet known
+    where occurred_at < {{ var('as_of') }} + interval 1 day
     group by patient_id
 
 )

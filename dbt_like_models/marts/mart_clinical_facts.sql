@@ -46,7 +46,8 @@ condition_facts as (
         condition_code as code,
         started_on::timestamp as fact_at,
         null::double as value_number,
-        stopped_on is null as is_active,
+        -- active on the run date: not stopped by then (a stop recorded later is not yet known)
+        coalesce(stopped_on > {{ var('as_of') }}, true) as is_active,
 
     from conditions
 
@@ -92,7 +93,7 @@ medication_facts as (
         medication_code as code,
         started_at as fact_at,
         null::double as value_number,
-        stopped_at is null as is_active,
+        coalesce(stopped_at >= {{ var('as_of') }} + interval 1 day, true) as is_active,
 
     from medications
 
@@ -142,6 +143,8 @@ deduplicated as (
         bool_or(is_active) as is_active,
 
     from unioned
+    -- facts recorded after the run date are not yet known, so a past run date re-explains a past campaign
+    where fact_at < {{ var('as_of') }} + interval 1 day
     group by patient_id, fact_type, code_system, code, fact_at
 
 ),

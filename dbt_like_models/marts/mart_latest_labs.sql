@@ -26,6 +26,8 @@ latest as (
 
     from observations
     where observation_category = 'laboratory'
+        -- results after the run date are not yet known
+        and observed_at < {{ var('as_of') }} + interval 1 day
     qualify row_number() over (
         partition by patient_id, observation_code
         order by observed_at desc, value_number desc nulls last, value_text desc nulls last
