@@ -69,6 +69,36 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_ingest(args: argparse.Namespace) -> int:
+    """Land a batch folder (when given) and apply every pending batch, through the Dagster assets."""
+    from carecast.crypto.kms import LocalKms
+    from carecast.ingest.journal import IngestJournal
+    from carecast.ingest.landing import land_batch, pending_files
+    from carecast.pipeline_run import materialize_ingest
+    from carecast.project import load_project
+
+    home = CarecastHome.from_env(args.home).ensure()
+    project = load_project()
+    if args.batch:
+        landed = land_batch(args.batch, home.landing, args.source, LocalKms(home.keys), project.registry)
+        print(f"landed {landed.relative_to(home.root)}")
+    with IngestJournal(home.state_db) as journal:
+        pending = pending_files(
+            home.landing, project.registry, journal.applied(), sources=args.source and [args.source]
+        )
+    if not pending:
+        print("nothing to ingest: every complete batch is applied")
+        return 0
+    metadata = materialize_ingest(home, args.as_of or _today(), sorted({f.dataset for f in pending}))
+    for dataset, values in sorted(metadata.items()):
+        print(
+            f"{dataset:28s} files {len(values['files_applied']):>3d}  read {values['rows_read']:>10,d}  "
+            f"loaded {values['rows_loaded']:>10,d}  quarantined {values['rows_quarantined']:>8,d}  "
+            f"now {values['rows']:>10,d} rows ({values['dataset_version']})"
+        )
+    return 0
+
+
 def _maintenance(args: argparse.Namespace):
     from carecast.crypto.kms import LocalKms
     from carecast.lake import Lake
@@ -205,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--synthea", type=Path, help="use this Synthea export instead of generated patients")
     demo.add_argument("--json", action="store_true", help="end with one line of JSON: the counts per stage")
     demo.set_defaults(handler=command_demo)
+
+    ingest = commands.add_parser("ingest", help="apply pending landing batches (after landing DIR, when given)")
+    ingest.add_argument("batch", nargs="?", type=Path, help="a batch folder to land first (sealed under the KMS)")
+    ingest.add_argument("--source", help="synthea, fhir, crm, consents or events (required with a folder)")
+    ingest.add_argument("--home", help="data home (default: $CARECAST_HOME or ./.carecast)")
+    ingest.add_argument("--as-of", type=date.fromisoformat, default=None, help="run date (default: today, UTC)")
+    ingest.set_defaults(handler=command_ingest)
 
     keys = commands.add_parser("keys", help="master keys: list, rotate, retire, verify the logs")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -19,7 +19,11 @@ DEMO_CAMPAIGN = "breast_screening_reminder"
 """The campaign whose counts head the demo's JSON line (all campaigns are under "campaigns")."""
 
 
-def materialize_everything(home: CarecastHome, as_of: date, quiet: bool = True) -> dict[str, Any]:
+def _materialize(
+    home: CarecastHome, as_of: date, quiet: bool, selection: list[str] | None = None
+) -> tuple[Any, dict[str, dict[str, Any]], dict[str, float]]:
+    """Run the selected assets (all by default) in process; return the result, metadata per asset
+    and seconds per step."""
     prepare_dagster_home(home)
     import dagster as dg
 
@@ -27,10 +31,10 @@ def materialize_everything(home: CarecastHome, as_of: date, quiet: bool = True) 
     from pipelines.resources import CarecastResource, MailTransportResource
 
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet else "INFO"}}}}
-    started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize(
             list(defs.assets),
+            selection=selection,
             instance=instance,
             resources={
                 "carecast": CarecastResource(home=str(home.root), as_of=as_of.isoformat()),
@@ -45,7 +49,19 @@ def materialize_everything(home: CarecastHome, as_of: date, quiet: bool = True) 
         }
         for event in result.get_asset_materialization_events()
     }
-    patients = metadata["raw_synthea_patients"]["rows_read"]
+    return result, metadata, step_seconds
+
+
+def materialize_ingest(home: CarecastHome, as_of: date, datasets: list[str]) -> dict[str, dict[str, Any]]:
+    """Run the ingest assets of these raw datasets; return their materialization metadata."""
+    _result, metadata, _seconds = _materialize(home, as_of, quiet=True, selection=datasets)
+    return metadata
+
+
+def materialize_everything(home: CarecastHome, as_of: date, quiet: bool = True) -> dict[str, Any]:
+    started = time.perf_counter()
+    result, metadata, step_seconds = _materialize(home, as_of, quiet)
+    patients = metadata["raw_synthea_patients"]["rows"]
     quarantined = sum(m.get("rows_quarantined", 0) for m in metadata.values())
     campaigns: dict[str, dict[str, Any]] = {}
     with Ledger(home.state_db) as ledger:

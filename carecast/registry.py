@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PhiClass = Literal["identifier", "clinical", "demographic", "operational", "message"]
 ColumnType = Literal["string", "date", "timestamp", "float", "integer", "boolean"]
@@ -38,7 +38,20 @@ class TableSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str | None = None
+    """A newer batch's row replaces the stored row with the same key."""
+    replace_by: str | None = None
+    """For a table of histories without a key of its own: a batch replaces every stored row that shares
+    this column's value with one of its rows (a patient's whole history)."""
     columns: dict[str, ColumnSpec]
+
+    @model_validator(mode="after")
+    def _one_way_to_update(self) -> TableSpec:
+        if (self.key is None) == (self.replace_by is None):
+            raise ValueError("declare exactly one of key (an id per row) or replace_by (a patient's history)")
+        missing = [c for c in (self.key, self.replace_by) if c is not None and c not in self.columns]
+        if missing:
+            raise ValueError(f"{missing} must be a declared column")
+        return self
 
 
 class SourceSpec(BaseModel):
@@ -62,7 +75,13 @@ def quarantine_dataset_name(source: str, table: str) -> str:
     return f"quarantine_{source}_{table}"
 
 
-QUARANTINE_COLUMNS = {"_line": "operational", "_rule": "operational", "_column": "operational"}
+QUARANTINE_COLUMNS = {
+    "_batch": "operational",
+    "_file": "operational",
+    "_line": "operational",
+    "_rule": "operational",
+    "_column": "operational",
+}
 
 
 @dataclass

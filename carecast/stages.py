@@ -23,12 +23,14 @@ from carecast.audience import (
 )
 from carecast.campaigns import Campaign
 from carecast.delivery import Transport, deliver_outbox
-from carecast.ingest.landing import latest_file
-from carecast.ingest.load import ingest_file
+from carecast.ingest.journal import IngestJournal
+from carecast.ingest.landing import MANIFEST, SUCCESS_MARKER, NoCompleteBatchError, pending_files
+from carecast.ingest.load import IngestReport, apply_file
 from carecast.lake import DatasetVersion, LakeRead
 from carecast.ledger import Ledger
 from carecast.models.runner import describe_reads, run_sql
 from carecast.models.tests import ModelTestResult, run_model_tests
+from carecast.registry import raw_dataset_name
 from carecast.rendering import render_outbox
 from carecast.reporting import CampaignSummary, write_report
 from carecast.runtime import Runtime
@@ -47,26 +49,53 @@ def _written_metadata(version: DatasetVersion) -> dict[str, Any]:
 
 
 def ingest(runtime: Runtime, source: str, table: str) -> StageResult:
-    with runtime.kms.access_log.observe() as key_use:
-        report = ingest_file(runtime.lake, latest_file(runtime.home.landing, source, table))
+    """Apply every landed file of ``raw_<source>_<table>`` not applied yet, oldest batch first."""
+    dataset = raw_dataset_name(source, table)
+    with IngestJournal(runtime.home.state_db) as journal, runtime.kms.access_log.observe() as key_use:
+        pending = pending_files(runtime.home.landing, runtime.project.registry, journal.applied(), {dataset})
+        if not pending and not runtime.lake.exists(dataset):
+            raise NoCompleteBatchError(
+                f"no complete landing batch carries {dataset} (a batch needs {SUCCESS_MARKER} or {MANIFEST})"
+            )
+        reports = [apply_file(runtime.lake, journal, landed) for landed in pending]
+        current = journal.latest_loaded(dataset)
     metadata = {
-        "batch": report.batch,
-        "file": report.file_name,
-        "rows_read": report.rows_read,
-        "rows_loaded": report.rows_loaded,
-        "rows_quarantined": report.rows_quarantined,
-        "reconciled": report.rows_read == report.rows_loaded + report.rows_quarantined,
-        "quarantine_reasons": report.quarantine_reasons,
-        "columns_loaded": list(report.columns_loaded),
-        "columns_dropped_undeclared": list(report.columns_dropped),
-        "dataset_version": report.loaded.ref,
-        "rows": report.rows_loaded,
+        "files_applied": [_file_summary(report) for report in reports],
+        "rows_read": sum(r.rows_read for r in reports),
+        "rows_loaded": sum(r.rows_loaded for r in reports),
+        "rows_quarantined": sum(r.rows_quarantined for r in reports),
+        "reconciled": all(r.reconciled for r in reports),
+        "quarantine_reasons": _summed(r.quarantine_reasons for r in reports),
+        "columns_dropped_undeclared": sorted({c for r in reports for c in r.columns_dropped}),
+        "dataset_version": current.dataset_version if current else None,
+        "rows": current.dataset_rows if current else None,
         "key_ids_wrapped": sorted({e["key_id"] for e in key_use if e["op"] == "wrap"}),
         "key_ids_unwrapped": sorted({e["key_id"] for e in key_use if e["op"] == "unwrap"}),
     }
-    if report.quarantine:
-        metadata["quarantine_version"] = report.quarantine.ref
-    return StageResult(metadata=metadata, written=report.loaded)
+    written = next((r.loaded for r in reversed(reports) if r.loaded), None)
+    return StageResult(metadata=metadata, written=written)
+
+
+def _file_summary(report: IngestReport) -> dict[str, Any]:
+    summary: dict[str, Any] = {"batch": f"{report.source}/{report.batch}", "file": report.file_name}
+    if report.duplicate_of:
+        return {**summary, "duplicate_of": report.duplicate_of}
+    return {
+        **summary,
+        "rows_read": report.rows_read,
+        "rows_loaded": report.rows_loaded,
+        "rows_quarantined": report.rows_quarantined,
+        "reconciled": report.reconciled,
+        **({"changes": report.changes.__dict__} if report.changes else {}),
+    }
+
+
+def _summed(counts) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for mapping in counts:
+        for name, count in mapping.items():
+            total[name] = total.get(name, 0) + count
+    return dict(sorted(total.items()))
 
 
 def run_model(runtime: Runtime, name: str) -> StageResult:

@@ -11,9 +11,13 @@ from assets.segments import segment_assets
 from carecast.project import Project, load_project
 from pipelines.maintenance import maintenance_jobs
 from pipelines.resources import CarecastResource, MailTransportResource
+from pipelines.sensors import landing_sensor
 
 everything_job = dg.define_asset_job(
     "carecast_everything", selection=dg.AssetSelection.all(), description="Ingest through report, every campaign."
+)
+ingest_job = dg.define_asset_job(
+    "carecast_ingest", selection=dg.AssetSelection.groups("ingest"), description="Apply every pending landing batch."
 )
 
 
@@ -27,8 +31,9 @@ def build_definitions(project: Project) -> dg.Definitions:
             *all_campaign_assets(project),
         ],
         resources={"carecast": CarecastResource(), "mail": MailTransportResource()},
-        jobs=[everything_job, *maintenance],
+        jobs=[everything_job, ingest_job, *maintenance],
         schedules=schedules,
+        sensors=[landing_sensor(project)],
     )
 
 

@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from carecast.crypto.kms import LocalKms
 from carecast.crypto.sealed_file import seal_bytes
-from carecast.ingest.landing import NoCompleteBatchError, latest_file
-from carecast.ingest.load import ingest_file
+from carecast.ingest.journal import IngestJournal
+from carecast.ingest.landing import complete_batches, pending_files
+from carecast.ingest.load import apply_file
 from carecast.ingest.readers import ExtractError, read_extract
 from carecast.ingest.validate import validate
 from carecast.lake import Lake
@@ -57,7 +58,7 @@ def test_formula_like_values_stay_text(project: Project) -> None:
 
 
 def test_missing_required_column_names_file_and_column(project: Project) -> None:
-    with pytest.raises(ExtractError, match=r"patients.csv: missing required column\(s\) \['BIRTHDATE'\]"):
+    with pytest.raises(ExtractError, match=r"patients.csv:1: missing required column\(s\) \[.BIRTHDATE.\]"):
         read_extract(
             b"Id,FIRST,LAST,GENDER,STATE,ZIP,DEATHDATE\np1,a,b,F,MA,1,\n", "patients.csv", "csv", _spec(project)
         )
@@ -73,7 +74,7 @@ def test_undeclared_extra_columns_are_dropped_and_named(project: Project) -> Non
     ("content", "problem"),
     [
         (b"", "file is empty"),
-        ("Id,BIRTHDATE\n\xff\xfe".encode("latin-1"), "cannot be parsed"),
+        ("Id,BIRTHDATE\n\xff\xfe".encode("latin-1"), "patients.csv:2: not UTF-8"),
     ],
 )
 def test_unreadable_files_fail_without_quoting_values(project: Project, content: bytes, problem: str) -> None:
@@ -83,22 +84,25 @@ def test_unreadable_files_fail_without_quoting_values(project: Project, content:
 
 
 def test_sealed_landing_batch_ingests_and_reconciles(lake: Lake, kms: LocalKms, tmp_path: Path) -> None:
-    batch = tmp_path / "landing" / "synthea" / "b1"
+    landing = tmp_path / "landing"
+    batch = landing / "synthea" / "b1"
     batch.mkdir(parents=True)
-    with pytest.raises(NoCompleteBatchError):
-        latest_file(tmp_path / "landing", "synthea", "patients")
     seal_bytes(
         (HEADER + "\np1,1970-01-02,,Ann1,Lee2,F,MA,02155\np2,bad,,B,C,M,MA,1\n").encode(),
         batch / "patients.csv.enc",
         kms,
     )
+    assert complete_batches(landing) == []
     (batch / "_SUCCESS").touch()
-    landed = latest_file(tmp_path / "landing", "synthea", "patients")
-    assert landed.sealed
-    report = ingest_file(lake, landed)
+    with IngestJournal(tmp_path / "state.db") as journal:
+        [landed] = pending_files(landing, lake.registry, journal.applied())
+        assert landed.sealed and landed.name == "patients.csv"
+        report = apply_file(lake, journal, landed)
     assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (2, 1, 1)
-    quarantined = lake.read("quarantine_synthea_patients", ["_line", "_rule", "_column"]).table
-    assert quarantined.to_pylist() == [{"_line": "3", "_rule": "type_date", "_column": "BIRTHDATE"}]
+    quarantined = lake.read("quarantine_synthea_patients", ["_batch", "_file", "_line", "_rule", "_column"]).table
+    assert quarantined.to_pylist() == [
+        {"_batch": "synthea/b1", "_file": "patients.csv", "_line": "3", "_rule": "type_date", "_column": "BIRTHDATE"}
+    ]
 
 
 _cell = st.one_of(st.just(""), st.text(alphabet="abc019-:TZ ", max_size=12), st.dates().map(str))

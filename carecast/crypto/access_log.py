@@ -76,7 +76,8 @@ class AccessLog:
         try:
             yield seen
         finally:
-            self._observers.remove(seen)
+            # by identity: nested observers collect equal lists, and list.remove compares by value
+            self._observers[:] = [observer for observer in self._observers if observer is not seen]
 
     def entries(self) -> list[dict[str, str]]:
         return self.chain.entries()

@@ -1,8 +1,10 @@
-"""Parse an extract into an all-string frame. Errors name the file and the problem, never a value."""
+"""Parse an extract into an all-string frame. Errors name the file, the line and the problem, never a value."""
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 from pathlib import Path
 
 import polars as pl
@@ -20,22 +22,85 @@ def read_extract(source: Path | bytes, name: str, file_format: str, spec: TableS
     ``source`` is a path, or the bytes of an extract already decrypted in memory; ``name`` is what
     errors call the file.
     """
-    size = len(source) if isinstance(source, bytes) else source.stat().st_size
-    if size == 0:
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    if not data or data.isspace():
         raise ExtractError(f"{name}: file is empty")
-    readable = io.BytesIO(source) if isinstance(source, bytes) else source
+    _refuse_bad_encoding(data, name)
     try:
         if file_format == "ndjson":
-            frame = pl.read_ndjson(readable, infer_schema_length=None)
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
             frame = frame.select(pl.all().cast(pl.String))
         else:
-            frame = pl.read_csv(readable, infer_schema=False, encoding="utf8", raise_if_empty=True)
-    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as error:
-        # Parser messages can quote the offending line, which is PHI: keep the kind, drop the text.
-        raise ExtractError(f"{name}: cannot be parsed as {file_format} ({type(error).__name__})") from None
-    missing = [name for name, column in spec.columns.items() if column.required and name not in frame.columns]
+            _refuse_truncated_csv(data, name)
+            frame = pl.read_csv(io.BytesIO(data), infer_schema=False, encoding="utf8", raise_if_empty=True)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        # Parser messages can quote the offending line, which is PHI: keep the kind and find the line.
+        line, problem = _locate_problem(data, file_format)
+        raise ExtractError(
+            f"{name}:{line}: cannot be parsed as {file_format}: {problem} ({type(error).__name__})"
+        ) from None
+    return select_declared(frame, name, spec)
+
+
+def select_declared(frame: pl.DataFrame, name: str, spec: TableSpec) -> tuple[pl.DataFrame, list[str]]:
+    missing = [column for column, declared in spec.columns.items() if declared.required and column not in frame.columns]
     if missing:
-        raise ExtractError(f"{name}: missing required column(s) {missing}")
-    declared = [name for name in frame.columns if name in spec.columns]
-    dropped = [name for name in frame.columns if name not in spec.columns]
+        raise ExtractError(f"{name}:1: missing required column(s) {missing}")
+    declared = [column for column in frame.columns if column in spec.columns]
+    dropped = [column for column in frame.columns if column not in spec.columns]
     return frame.select(declared), dropped
+
+
+def line_of_offset(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _refuse_bad_encoding(data: bytes, name: str) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = line_of_offset(data, error.start)
+        raise ExtractError(
+            f"{name}:{line}: not UTF-8 (a byte at column {_column(data, error.start)} cannot be decoded)"
+        ) from None
+
+
+def _column(data: bytes, offset: int) -> int:
+    return offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+
+
+def _refuse_truncated_csv(data: bytes, name: str) -> None:
+    """A file cut off mid-row: its last line ends without a newline and has fewer fields than the header."""
+    if data.endswith(b"\n"):
+        return
+    header_end = data.find(b"\n")
+    last_start = data.rfind(b"\n") + 1
+    if header_end < 0 or last_start <= header_end:
+        return
+    header = next(csv.reader([data[:header_end].decode()]))
+    last = next(csv.reader([data[last_start:].decode()]), [])
+    if len(last) < len(header):
+        line = line_of_offset(data, last_start)
+        raise ExtractError(f"{name}:{line}: truncated (the last row has {len(last)} of {len(header)} fields)")
+
+
+def _locate_problem(data: bytes, file_format: str) -> tuple[int, str]:
+    """Only on the failure path: walk the file in Python to say where it breaks."""
+    text = data.decode("utf-8")
+    if file_format == "ndjson":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError:
+                    return number, "invalid JSON"
+        return 1, "unreadable"
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        for row in reader:
+            if row and len(row) != len(header):
+                return reader.line_num, f"{len(row)} fields where the header has {len(header)}"
+    except csv.Error:
+        return reader.line_num, "malformed quoting"
+    return reader.line_num, "unreadable"
