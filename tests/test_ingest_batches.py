@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,8 @@ from carecast.runtime import Runtime
 
 PATIENTS_HEADER = "Id,BIRTHDATE,DEATHDATE,FIRST,LAST,GENDER,STATE,ZIP"
 CONDITIONS_HEADER = "START,STOP,PATIENT,ENCOUNTER,CODE,DESCRIPTION"
+CORPUS = Path(__file__).parent / "data" / "broken_extracts"
+EXPECTED = yaml.safe_load((CORPUS / "expected.yaml").read_text())
 
 
 @pytest.fixture
@@ -116,44 +119,13 @@ def test_a_patient_history_table_is_replaced_patient_by_patient(runtime: Runtime
     assert sorted(_rows(runtime, "raw_synthea_conditions")) == ["p1:59621000", "p2:44054006"]
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        # cut off mid-row: the last line has fewer fields and no newline
-        (
-            _patients("p1,1970-01-02,,Ann,Lee,F,MA,02155").rstrip("\n") + "\np2,1980-03-04,,Bo",
-            r"patients.csv:3: truncated",
-        ),
-        # a row with more fields than the header
-        (
-            _patients("p1,1970-01-02,,Ann,Lee,F,MA,02155", "p2,1980-03-04,,Bo,Ray,M,MA,02155,extra,fields"),
-            r"patients.csv:3: .*10 fields",
-        ),
-        # not UTF-8 (a Latin-1 export)
-        (None, r"patients.csv:3: not UTF-8"),
-        # only whitespace
-        ("\n \n", r"patients.csv: file is empty"),
-        # the header lacks a required column
-        ("Id,FIRST\np1,Ann\n", r"patients.csv:1: missing required column"),
-    ],
-)
-def test_a_broken_file_fails_with_file_and_line_and_the_good_data_stays(
-    runtime: Runtime, content: str | None, expected: str
-) -> None:
+def test_a_broken_file_fails_and_the_good_data_stays_while_it_waits(runtime: Runtime) -> None:
+    # every kind of broken file and its message: the corpus below; here, what happens around one
     _land(runtime, "batch-0001", {"patients.csv": _patients("p0,1960-01-01,,Zed,Ox,M,MA,02155")})
     stages.ingest(runtime, "synthea", "patients")
-    folder = _land(runtime, "batch-0002", {}, marker=False)
-    raw = (
-        content.encode()
-        if content is not None
-        else _patients("p1,1970-01-02,,Ann,Lee,F,MA,02155", "p2,1980-03-04,,Jos\xe9,Ray,M,MA,02155").encode("latin-1")
-    )
-    (folder / "patients.csv").write_bytes(raw)
-    (folder / "_SUCCESS").touch()
-    with pytest.raises(ExtractError, match=expected) as failure:
+    _land(runtime, "batch-0002", {"patients.csv": (CORPUS / "truncated.csv").read_text()})
+    with pytest.raises(ExtractError, match="patients.csv:3: truncated"):
         stages.ingest(runtime, "synthea", "patients")
-    for value in ("Ann", "Jos", "Bo", "1970-01-02"):
-        assert value not in str(failure.value)
     assert list(_rows(runtime, "raw_synthea_patients")) == ["p0"]
     with IngestJournal(runtime.home.state_db) as journal:
         still_pending = pending_files(runtime.home.landing, runtime.project.registry, journal.applied())
@@ -234,3 +206,24 @@ def test_the_landing_sensor_requests_the_ingest_of_each_new_batch(runtime: Runti
     stages.ingest(runtime, "synthea", "patients")
     with dg.build_sensor_context(resources=resources) as context:
         assert [r.tags["carecast/batch"] for r in sensor(context)] == ["synthea/batch-0002"]
+
+
+@pytest.mark.parametrize("file_name", sorted(EXPECTED))
+def test_broken_extract_corpus(runtime: Runtime, file_name: str) -> None:
+    case = EXPECTED[file_name]
+    source, table = case.get("source", "synthea"), case["table"]
+    folder = _land(runtime, "batch-0001", {}, source=source, marker=False)
+    extension = file_name.rsplit(".", 1)[1]
+    (folder / f"{table}.{extension}").write_bytes((CORPUS / file_name).read_bytes())
+    (folder / "_SUCCESS").touch()
+    if "error" in case:
+        with pytest.raises(ExtractError, match=case["error"]) as failure:
+            stages.ingest(runtime, source, table)
+        for value in ("Ann", "Jos", "Bo", "1970-01-02", "p2"):
+            assert value not in str(failure.value)
+        assert not runtime.lake.exists(f"raw_{source}_{table}")
+        return
+    metadata = stages.ingest(runtime, source, table).metadata
+    assert (metadata["rows_read"], metadata["rows_loaded"]) == (case["read"], case["loaded"])
+    assert metadata["rows_read"] == metadata["rows_loaded"] + metadata["rows_quarantined"]
+    assert metadata["quarantine_reasons"] == dict(sorted(case["reasons"].items()))
