@@ -18,8 +18,8 @@ import yaml
 from carecast.crypto.kms import LocalKms
 from carecast.crypto.sealed_file import open_sealed
 from carecast.home import CarecastHome
-from carecast.ingest.landing import latest_file
-from carecast.project import default_project_dir
+from carecast.ingest.landing import batch_files, complete_batches
+from carecast.project import default_project_dir, load_project
 
 TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 
@@ -39,10 +39,11 @@ def decrypt_landing(home: Path, plain: Path) -> dict[str, Any]:
     data_home = CarecastHome(home)
     kms = LocalKms(data_home.keys)
     plain.mkdir(parents=True, exist_ok=True)
-    for source, table, _spec in landing_tables():
-        landed = latest_file(data_home.landing, source, table)
-        data = open_sealed(landed.path, kms) if landed.sealed else landed.path.read_bytes()
-        plain_file(plain, source, table).write_bytes(data)
+    registry = load_project().registry
+    for batch in complete_batches(data_home.landing):
+        for landed in batch_files(batch, registry):
+            data = open_sealed(landed.path, kms) if landed.sealed else landed.path.read_bytes()
+            plain_file(plain, landed.target_source, landed.table).write_bytes(data)
     return {"seconds": 0.0}
 
 
