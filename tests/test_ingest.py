@@ -129,3 +129,25 @@ def test_every_row_is_loaded_or_quarantined(project: Project, rows: list[tuple[s
     assert sum(result.reasons.values()) == result.quarantined.height
     assert result.loaded["Id"].null_count() == 0 and result.loaded["Id"].is_unique().all()
     assert result.loaded["BIRTHDATE"].null_count() == 0
+
+
+def test_timestamps_in_any_accepted_format_parse_even_when_the_first_rows_use_one(project: Project) -> None:
+    spec = project.registry.table_spec("synthea", "encounters")
+    starts = ["2023-01-27T16:17:47Z", "2023-01-27T16:17:47.250Z", "2023-01-27T16:17:47", " 2023-01-27 ", "27/01/2023"]
+    frame = pl.DataFrame(
+        {
+            "Id": [f"e{i}" for i in range(len(starts))],
+            "START": starts,
+            "PATIENT": ["p1"] * len(starts),
+            "ENCOUNTERCLASS": ["wellness"] * len(starts),
+            "CODE": ["1"] * len(starts),
+        }
+    )
+    result = validate(frame, spec)
+    assert [str(v) for v in result.loaded["START"]] == [
+        "2023-01-27 16:17:47",
+        "2023-01-27 16:17:47.250000",
+        "2023-01-27 16:17:47",
+        "2023-01-27 00:00:00",
+    ]
+    assert result.reasons == {"type_timestamp:START": 1}
