@@ -10,6 +10,14 @@ from carecast.registry import ColumnSpec, TableSpec
 
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
+_DTYPES = {
+    "string": pl.String,
+    "date": pl.Date,
+    "timestamp": pl.Datetime("us"),
+    "float": pl.Float64,
+    "integer": pl.Int64,
+    "boolean": pl.Boolean,
+}
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%.fZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 
 
@@ -85,8 +93,13 @@ def validate(frame: pl.DataFrame, spec: TableSpec, first_line: int = 2) -> Valid
         failing_column = pl.when(condition).then(pl.lit(column_name)).otherwise(failing_column)
     judged = typed.with_columns(_rule=rule, _column=failing_column)
 
+    # Every declared column, in declaration order: one an older export or a FHIR file lacks is NULL,
+    # so the raw schema (and every model over it) does not depend on which sender wrote the batch.
     loaded = judged.filter(pl.col("_rule").is_null()).select(
-        [pl.col(f"__typed_{name}").alias(name) for name in columns]
+        [
+            pl.col(f"__typed_{name}").alias(name) if name in columns else pl.lit(None, _DTYPES[c.type]).alias(name)
+            for name, c in spec.columns.items()
+        ]
     )
     quarantined = judged.filter(pl.col("_rule").is_not_null()).select(
         [*columns, pl.col("_line").cast(pl.String), "_rule", "_column"]
