@@ -1,4 +1,8 @@
-"""One asset per SQL model file and per seed; the YAML tests become (blocking) asset checks."""
+"""One asset per SQL model file and per seed; the YAML tests become (blocking) asset checks, and so
+does each expectation of the model's Great Expectations suite: a critical one blocks the assets
+downstream when it fails (ERROR), a warning is reported (WARN) and blocks nothing. Check metadata
+holds counts and percentages only.
+"""
 
 import dagster as dg
 
@@ -14,6 +18,15 @@ def _model_asset(project: Project, model: SqlModel) -> dg.AssetsDefinition:
     check_specs = [
         dg.AssetCheckSpec(name=name, asset=model.name, blocking=True, description=f"{test['test']} on {column}")
         for name, column, test in declared_tests(model.spec)
+    ]
+    check_specs += [
+        dg.AssetCheckSpec(
+            name=expectation.check_name,
+            asset=model.name,
+            blocking=expectation.severity == "critical",
+            description=f"Great Expectations: {expectation.expect} on {expectation.column} ({expectation.severity})",
+        )
+        for expectation in model.spec.expectations
     ]
 
     @dg.asset(
@@ -31,6 +44,15 @@ def _model_asset(project: Project, model: SqlModel) -> dg.AssetsDefinition:
         checks = [
             dg.AssetCheckResult(check_name=t.name, passed=t.passed, metadata={"failing_rows": t.failing_rows})
             for t in result.tests
+        ]
+        checks += [
+            dg.AssetCheckResult(
+                check_name=e.name,
+                passed=e.passed,
+                severity=dg.AssetCheckSeverity.ERROR if e.critical else dg.AssetCheckSeverity.WARN,
+                metadata=e.counts(),
+            )
+            for e in getattr(result, "expectations", ())
         ]
         return dg.MaterializeResult(metadata=result.metadata, check_results=checks)
 

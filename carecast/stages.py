@@ -28,6 +28,7 @@ from carecast.ingest.landing import MANIFEST, SUCCESS_MARKER, NoCompleteBatchErr
 from carecast.ingest.load import IngestReport, apply_file
 from carecast.lake import DatasetVersion, LakeRead
 from carecast.ledger import Ledger
+from carecast.models.expectations import ExpectationResult, run_expectations
 from carecast.models.runner import describe_reads, run_sql
 from carecast.models.tests import ModelTestResult, run_model_tests
 from carecast.registry import raw_dataset_name
@@ -42,6 +43,7 @@ class StageResult:
     metadata: dict[str, Any]
     written: DatasetVersion | None = None
     tests: list[ModelTestResult] = field(default_factory=list)
+    expectations: list[ExpectationResult] = field(default_factory=list)
 
 
 def _written_metadata(version: DatasetVersion) -> dict[str, Any]:
@@ -99,10 +101,13 @@ def _summed(counts) -> dict[str, int]:
 
 
 def run_model(runtime: Runtime, name: str) -> StageResult:
+    """Run a model, write its output, then its YAML tests and its expectation suite (Great Expectations,
+    imported on the first model that declares one); the result's ``expectations`` hold counts only."""
     model = runtime.project.models[name]
     run = run_sql(runtime.lake, model.render(runtime.as_of), model.inputs)
     version = runtime.lake.write(name, run.table)
     tests = run_model_tests(run.table, model.spec, runtime.lake)
+    expectations = run_expectations(run.table, model.spec, runtime.lake, runtime.as_of)
     metadata = {
         "sql_sha256": model.sha256,
         "grain": model.spec.grain,
@@ -110,7 +115,7 @@ def run_model(runtime: Runtime, name: str) -> StageResult:
         **describe_reads(runtime.lake, run.reads),
         **_written_metadata(version),
     }
-    return StageResult(metadata=metadata, written=version, tests=tests)
+    return StageResult(metadata=metadata, written=version, tests=tests, expectations=expectations)
 
 
 def load_seed(runtime: Runtime, name: str) -> StageResult:

@@ -51,7 +51,7 @@ class CarecastResource(dg.ConfigurableResource):
         as_of = date.fromisoformat(self.as_of) if self.as_of else None
         home = self.data_home().ensure()
         runtime = Runtime.open(home, project, as_of=as_of, kms=self.open_kms(home))
-        with access_context(run_id=context.run_id, asset=context.asset_key.to_user_string(), purpose=purpose):
+        with access_context(run_id=context.run.run_id, asset=context.asset_key.to_user_string(), purpose=purpose):
             yield runtime
 
 
