@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from carecast.state_db import StateDb
+
 FINAL_STATES = ("delivered", "bounced", "held")
 _SCHEMA = """
 create table if not exists send_ledger (
@@ -60,14 +62,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-class Ledger:
+class Ledger(StateDb):
+    SCHEMA = _SCHEMA
+
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self._connection.execute("pragma journal_mode = wal")
-        # FULL: a reservation or commit that returned is on disk, even if the machine dies next.
-        self._connection.execute("pragma synchronous = full")
-        self._connection.executescript(_SCHEMA)
+        super().__init__(path)
         self._add_purpose_column()
 
     def _add_purpose_column(self) -> None:
@@ -78,15 +77,6 @@ class Ledger:
         self._connection.execute(
             "create index if not exists send_ledger_purpose on send_ledger (purpose, send_date, patient_key)"
         )
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def states(self, campaign: str, send_date: str) -> dict[str, str]:
         rows = self._connection.execute(

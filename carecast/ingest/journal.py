@@ -7,10 +7,10 @@ tell what is still pending without opening any file.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+
+from carecast.state_db import StateDb
 
 _SCHEMA = """
 create table if not exists ingested_files (
@@ -48,22 +48,8 @@ class JournalEntry:
     """Rows in the dataset version this file produced (None for a duplicate)."""
 
 
-class IngestJournal:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self._connection.execute("pragma journal_mode = wal")
-        self._connection.execute("pragma synchronous = full")
-        self._connection.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> IngestJournal:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+class IngestJournal(StateDb):
+    SCHEMA = _SCHEMA
 
     def applied(self) -> set[tuple[str, str, str, str]]:
         """(dataset, source, batch, file name) of every file already applied."""
