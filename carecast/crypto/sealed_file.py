@@ -77,10 +77,11 @@ def open_sealed(path: Path, kms: Kms) -> bytes:
     aead = AESGCM(data_key.secret)
     prefix = bytes.fromhex(fields["nonce_prefix"])
     parts, index = [], 0
+    view = memoryview(raw)  # chunks are decrypted in place, not copied out first
     while offset < len(raw):
         (length,) = _LENGTH.unpack_from(raw, offset)
         offset += _LENGTH.size
-        sealed = raw[offset : offset + length]
+        sealed = view[offset : offset + length]
         offset += length
         last = offset >= len(raw)
         try:
