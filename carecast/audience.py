@@ -10,7 +10,6 @@ signed later, expired or revoked by then does not count.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -150,7 +149,7 @@ def build_audience(
         keep_mask = pa.array([reason is None for reason in reasons])
         kept = kept.filter(keep_mask)
         patient_keys = [key for key, reason in zip(patient_keys, reasons, strict=True) if reason is None]
-    variants = [assign_variant(campaign, key) for key in patient_keys]
+    variants = assign_variants(campaign, patient_keys)
     members = kept.append_column("patient_key", pa.array(patient_keys, pa.string())).append_column(
         "variant", pa.array(variants, pa.string())
     )
@@ -161,19 +160,33 @@ def build_audience(
     )
 
 
-def _unit_interval(*parts: str) -> float:
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+def _draw(label: str) -> str:
+    """A uniform draw in [0, 1) from SHA-256(campaign, label, patient key): the first 8 bytes of the
+    digest as a big-endian integer over 2**64, computed in DuckDB for the whole audience at once."""
+    return (
+        f"(('0x' || left(sha256($campaign || chr(31) || '{label}' || chr(31) || patient_key), 16))::UBIGINT)::DOUBLE"
+        " / 18446744073709551616.0"
+    )
 
 
-def assign_variant(campaign: Campaign, patient_key: str) -> str:
-    """Stable across re-runs: a function of the campaign name and the patient's keyed hash only."""
-    if _unit_interval(campaign.name, "holdout", patient_key) < campaign.holdout:
-        return HOLDOUT
-    draw = _unit_interval(campaign.name, "variant", patient_key)
-    cumulative = 0.0
-    for variant, weight in campaign.variants.items():
-        cumulative += weight
-        if draw < cumulative:
-            return variant
-    return next(reversed(campaign.variants))
+def assign_variants(campaign: Campaign, patient_keys: list[str]) -> list[str]:
+    """Holdout first (its own draw), then a variant by cumulative weight (another draw).
+
+    Stable across re-runs: a function of the campaign name and the patient's keyed hash only.
+    """
+    names = list(campaign.variants)
+    parameters: dict[str, object] = {"campaign": campaign.name, "holdout": campaign.holdout}
+    cumulative, branches = 0.0, []
+    for index, name in enumerate(names[:-1]):
+        cumulative += campaign.variants[name]
+        parameters[f"below_{index}"], parameters[f"variant_{index}"] = cumulative, name
+        branches.append(f"when {_draw('variant')} < $below_{index} then $variant_{index}")
+    parameters["last"] = names[-1]
+    variant = f"case {' '.join(branches)} else $last end" if branches else "$last"
+    sql = (
+        f"select case when $holdout > 0 and {_draw('holdout')} < $holdout then '{HOLDOUT}' else {variant} end"
+        " as variant from audience"
+    )
+    members = pa.table({"patient_key": pa.array(patient_keys, pa.string())})
+    with confined_duckdb({"audience": members}) as connection:
+        return connection.sql(sql, params=parameters).to_arrow_table().column("variant").to_pylist()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -251,6 +252,14 @@ def _integrity(found: DatasetVersion) -> Iterator[None]:
 
 
 def _file_sha256(path: Path) -> str:
+    """A version's files never change once written, so a digest is computed once per file (the cache
+    key includes size and modification time, so a swapped file is hashed afresh)."""
+    stat = path.stat()
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(path: str, _size: int, _mtime_ns: int, _inode: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -5,10 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carecast.audience import HOLDOUT, assign_variant, build_audience
+from carecast.audience import HOLDOUT, assign_variants, build_audience
 from carecast.campaigns import Campaign
 from carecast.crypto.envelope import DataKey
 from carecast.crypto.pseudonym import Pseudonymizer
+from tests.reference import assign_variant
 
 SEND = datetime(2026, 11, 23, 12, 0)
 EARLIER = datetime(2025, 1, 1)
@@ -172,8 +173,8 @@ def test_fundraising_honors_the_opt_out_and_minors_can_be_allowed() -> None:
 def test_holdout_and_variants_are_stable_and_near_their_weights() -> None:
     campaign = _campaign("treatment", variants={"A": 0.5, "B": 0.5}, holdout=0.1)
     keys = PSEUDONYMIZER.patient_keys([f"p{i}" for i in range(4000)])
-    first = [assign_variant(campaign, key) for key in keys]
-    assert first == [assign_variant(campaign, key) for key in keys]
+    first = assign_variants(campaign, keys)
+    assert first == assign_variants(campaign, keys)
     shares = {v: first.count(v) / len(first) for v in ("A", "B", HOLDOUT)}
     assert shares[HOLDOUT] == pytest.approx(0.1, abs=0.02)
     assert shares["A"] == pytest.approx(0.45, abs=0.03)
@@ -226,3 +227,25 @@ def test_frequency_cap_counts_every_campaign_of_the_purpose_in_a_rolling_window(
         assert ledger_exclusions(ledger, campaign, [FrequencyCap(messages=1, days=7)], date(2026, 11, 23)) == {
             "recent": "hard_bounce"
         }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    names=st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=12),
+    weights=st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=4),
+    holdout=st.sampled_from([0.0, 0.05, 0.1, 0.5]),
+    campaign_name=st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True),
+)
+def test_vectorized_assignment_agrees_with_the_rule_patient_by_patient(
+    names: list[str], weights: list[int], holdout: float, campaign_name: str
+) -> None:
+    # earlier runs assigned arms one patient at a time: a re-run must put every patient in the same arm
+    variants = {chr(65 + i): w / sum(weights) for i, w in enumerate(weights)}
+    campaign = _campaign("treatment", variants=variants, holdout=holdout).model_copy(update={"name": campaign_name})
+    keys = PSEUDONYMIZER.patient_keys(names)
+    assert assign_variants(campaign, keys) == [assign_variant(campaign, key) for key in keys]
+
+
+@given(st.lists(st.text(max_size=20), max_size=30))
+def test_batched_patient_keys_equal_the_one_by_one_hmac(ids: list[str]) -> None:
+    assert PSEUDONYMIZER.patient_keys(ids) == [PSEUDONYMIZER.patient_key(i) for i in ids]

