@@ -13,10 +13,15 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
-from bench.workload import CAMPAIGN, open_runtime
+import yaml
+
+from bench.workload import BENCH_CAMPAIGN_PREFIX, CAMPAIGN, open_runtime
 from carecast import stages
+from carecast.campaigns import STREAM_PURPOSES, Campaign
 from carecast.mail import EmbeddedSink, Mailbox, SmtpTransport, ensure_sink_certificate
+from carecast.project import Project
 from carecast.runtime import Runtime
+from carecast.segments import in_dependency_order
 
 
 def _ingest(runtime: Runtime) -> int:
@@ -28,23 +33,74 @@ def _ingest(runtime: Runtime) -> int:
 
 
 def _model_order(runtime: Runtime) -> list[str]:
-    """Every model after the models it refs."""
-    graph = {name: set(model.refs) for name, model in sorted(runtime.project.models.items())}
+    """Every model after the models it needs: its refs and its relationship tests' targets. Seeds and
+    raw sources are not models: seeds are loaded first (``_models``), sources are ingested before."""
+    models = runtime.project.models
+    graph = {name: {d for d in model.upstream if d in models} for name, model in sorted(models.items())}
     return list(TopologicalSorter(graph).static_order())
 
 
 def _models(runtime: Runtime) -> int:
-    return sum(stages.run_model(runtime, name).metadata["rows"] for name in _model_order(runtime))
+    seeded = sum(stages.load_seed(runtime, name).metadata["rows"] for name in sorted(runtime.project.seeds))
+    return seeded + sum(stages.run_model(runtime, name).metadata["rows"] for name in _model_order(runtime))
 
 
-def _segment(runtime: Runtime) -> int:
-    campaign = runtime.project.campaigns[CAMPAIGN]
-    return stages.run_segment(runtime, campaign.segment).metadata["patients"]
+def _segments(runtime: Runtime) -> dict[str, Any]:
+    """Every shipped segment, each after the segments it includes: read from the lake, write the members."""
+    segments = runtime.project.segments
+    members, seconds = {}, {}
+    for name in in_dependency_order(segments, sorted(segments)):
+        started = time.perf_counter()
+        members[name] = stages.run_segment(runtime, name).metadata["patients"]
+        seconds[name] = round(time.perf_counter() - started, 3)
+    return {"rows": sum(members.values()), "segments": members, "segment_seconds": seconds}
 
 
-def _audience(runtime: Runtime) -> dict[str, Any]:
-    metadata = stages.build_campaign_audience(runtime, runtime.project.campaigns[CAMPAIGN]).metadata
-    return {"rows": metadata["audience"], "excluded": metadata["excluded"]}
+def audience_campaigns(project: Project) -> dict[str, Campaign]:
+    """The shipped campaigns, then for every segment none of them uses a campaign made up from the
+    shipped one (``campaigns/breast_screening_reminder.yaml``): the segment, the first purpose its
+    header declares and the stream that purpose goes on."""
+    campaigns = dict(project.campaigns)
+    covered = {campaign.segment for campaign in campaigns.values()}
+    model = yaml.safe_load((project.root / "campaigns" / f"{CAMPAIGN}.yaml").read_text())
+    for name, segment in sorted(project.segments.items()):
+        if name in covered:
+            continue
+        purpose = segment.header.purposes[0]
+        stream = next(stream for stream, purposes in STREAM_PURPOSES.items() if purpose in purposes)
+        made_up = {"name": BENCH_CAMPAIGN_PREFIX + name, "description": f"bench audience for {name}"}
+        campaigns[made_up["name"]] = Campaign.model_validate(
+            {**model, **made_up, "segment": name, "purpose": purpose, "stream": stream}
+        )
+    return campaigns
+
+
+def _audiences(runtime: Runtime) -> dict[str, Any]:
+    """An audience per segment: ``build_campaign_audience`` for the shipped campaigns (written, recorded
+    in the ledger), ``plan_audience`` over the segment's members read from the lake for the others."""
+    project = runtime.project
+    audiences = {}
+    for name, campaign in audience_campaigns(project).items():
+        started = time.perf_counter()
+        if name in project.campaigns:
+            funnel = stages.build_campaign_audience(runtime, campaign).metadata
+        else:
+            members = runtime.lake.read(project.segments[campaign.segment].dataset, ["patient_id"])
+            audience, _reads = stages.plan_audience(runtime, campaign, members.table)
+            funnel = audience.funnel()
+        audiences[name] = {
+            "segment": campaign.segment,
+            "purpose": campaign.purpose,
+            "members": funnel["audience"] + funnel["holdout"],
+            "excluded": funnel["excluded"],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    return {
+        "rows": sum(audience["members"] for audience in audiences.values()),
+        "audiences": audiences,
+        "excluded": audiences[CAMPAIGN]["excluded"],
+        "campaign_audience": audiences[CAMPAIGN]["members"],
+    }
 
 
 def _render(runtime: Runtime) -> int:
@@ -71,8 +127,8 @@ def _report(runtime: Runtime) -> int:
 STAGES: dict[str, Callable[[Runtime], int | dict[str, Any]]] = {
     "ingest": _ingest,
     "models": _models,
-    "segment": _segment,
-    "audience": _audience,
+    "segments": _segments,
+    "audiences": _audiences,
     "render": _render,
     "deliver": _deliver,
     "report": _report,

@@ -19,7 +19,9 @@ from typing import Any
 from bench.isolation import run_isolated
 from bench.report import table, write_json
 
-CARECAST_STAGES = ("ingest", "models", "segment", "audience", "render", "deliver", "report")
+CARECAST_STAGES = ("ingest", "models", "segments", "audiences", "render", "deliver", "report")
+SEGMENTS_AUDIENCES_TARGET_SECONDS = 30.0
+SEGMENTS_AUDIENCES_TARGET_RATIO = 10.0
 DEFAULT_MAIL_SAMPLE = 50_000
 
 
@@ -63,8 +65,8 @@ def _measure_carecast(home: Path, patients: int) -> dict[str, dict[str, Any]]:
     return measured
 
 
-def _measure_naive(home: Path, mail_sample: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    plain, naive_lake = home / "naive-plain-landing", home / "naive-lake"
+def _measure_naive(home: Path, mail_sample: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    plain, naive_lake, plain_marts = home / "naive-plain-landing", home / "naive-lake", home / "naive-plain-marts"
     try:
         try:
             run_isolated("bench.naive_ingest:decrypt_landing", home, plain)
@@ -76,7 +78,13 @@ def _measure_naive(home: Path, mail_sample: int) -> tuple[dict[str, Any], dict[s
         _progress("naive pipeline: " + ", ".join(f"{k} {v:.1f} s" for k, v in pipeline["seconds"].items()))
     finally:
         shutil.rmtree(naive_lake, ignore_errors=True)
-    return ingest, pipeline
+    try:
+        run_isolated("bench.naive_segments:decrypt_marts", home, plain_marts)
+        segments = run_isolated("bench.naive_segments:naive_segments", plain_marts)
+        _progress("naive segments/audiences: " + ", ".join(f"{k} {v:.1f} s" for k, v in segments["seconds"].items()))
+    finally:
+        shutil.rmtree(plain_marts, ignore_errors=True)
+    return ingest, pipeline, segments
 
 
 def _stage(seconds: float, baseline: float | None, peak_mb: float, **extra: Any) -> dict[str, Any]:
@@ -94,10 +102,15 @@ def _summarize(
     carecast: dict[str, dict[str, Any]],
     ingest: dict[str, Any],
     pipeline: dict[str, Any],
+    segments: dict[str, Any],
     parquet: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
-    baselines = {"ingest": ingest["seconds"], **pipeline["seconds"]}
-    baseline_peaks = {"ingest": ingest["peak_mb"], **dict.fromkeys(pipeline["seconds"], pipeline["peak_mb"])}
+    baselines = {"ingest": ingest["seconds"], **pipeline["seconds"], **segments["seconds"]}
+    baseline_peaks = {
+        "ingest": ingest["peak_mb"],
+        **dict.fromkeys(pipeline["seconds"], pipeline["peak_mb"]),
+        **dict.fromkeys(segments["seconds"], segments["peak_mb"]),
+    }
     stages: dict[str, dict[str, Any]] = {}
     for name, measured in carecast.items():
         extra: dict[str, Any] = {"rows": measured["rows"]}
@@ -112,32 +125,129 @@ def _summarize(
     return stages
 
 
+def _segments_check(carecast: dict[str, dict[str, Any]], naive: dict[str, Any]) -> dict[str, Any]:
+    """carecast's and the naive script's member counts per segment, and per audience its size and every
+    exclusion count; ``match`` only when all of them agree."""
+    ours_segments, ours_audiences = carecast["segments"]["segments"], carecast["audiences"]["audiences"]
+    segments = {
+        name: {
+            "carecast": ours_segments.get(name),
+            "naive": naive["segments"].get(name, {}).get("members"),
+            "seconds": carecast["segments"]["segment_seconds"].get(name),
+            "naive_seconds": naive["segments"].get(name, {}).get("seconds"),
+        }
+        for name in sorted({*ours_segments, *naive["segments"]})
+    }
+    audiences = {}
+    for name in sorted({*ours_audiences, *naive["audiences"]}):
+        ours, theirs = ours_audiences.get(name, {}), naive["audiences"].get(name, {})
+        audiences[name] = {
+            "purpose": ours.get("purpose"),
+            "carecast": ours.get("members"),
+            "naive": theirs.get("members"),
+            "excluded_carecast": ours.get("excluded"),
+            "excluded_naive": theirs.get("excluded"),
+            "seconds": ours.get("seconds"),
+            "naive_seconds": theirs.get("seconds"),
+        }
+    for entry in segments.values():
+        entry["match"] = entry["carecast"] is not None and entry["carecast"] == entry["naive"]
+    for entry in audiences.values():
+        entry["match"] = (
+            entry["carecast"] is not None
+            and entry["carecast"] == entry["naive"]
+            and entry["excluded_carecast"] == entry["excluded_naive"]
+        )
+    match = all(e["match"] for e in segments.values()) and all(e["match"] for e in audiences.values())
+    return {"match": match, "segments": segments, "audiences": audiences}
+
+
+def _combined(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """segments + audiences together, against the issue's targets (under 30 s, at least 10x the baseline)."""
+    seconds = stages["segments"]["seconds"] + stages["audiences"]["seconds"]
+    baseline = stages["segments"]["baseline_seconds"] + stages["audiences"]["baseline_seconds"]
+    ratio = baseline / seconds if seconds > 0 else None
+    return {
+        "seconds": round(seconds, 3),
+        "baseline_seconds": round(baseline, 3),
+        "ratio": None if ratio is None else round(ratio, 2),
+        "peak_mb": max(stages["segments"]["peak_mb"], stages["audiences"]["peak_mb"]),
+        "target_seconds": SEGMENTS_AUDIENCES_TARGET_SECONDS,
+        "target_ratio": SEGMENTS_AUDIENCES_TARGET_RATIO,
+        "meets_seconds": seconds < SEGMENTS_AUDIENCES_TARGET_SECONDS,
+        "meets_ratio": ratio is not None and ratio >= SEGMENTS_AUDIENCES_TARGET_RATIO,
+    }
+
+
+def _print_segments(carecast: dict[str, dict[str, Any]], naive: dict[str, Any], check: dict[str, Any]) -> None:
+    seconds = carecast["segments"]["segment_seconds"]
+    print(f"{'segment':<56} {'members':>9} {'naive':>9} {'s':>7} {'naive s':>8}")
+    for name, entry in check["segments"].items():
+        theirs = naive["segments"].get(name, {}).get("seconds")
+        print(
+            f"{name:<56} {entry['carecast'] or 0:>9,d} {entry['naive'] or 0:>9,d} {seconds.get(name, 0):>7.2f} "
+            f"{theirs or 0:>8.2f}{'' if entry['match'] else '  MISMATCH'}"
+        )
+    print(f"{'audience (campaign, purpose)':<56} {'members':>9} {'naive':>9} {'s':>7} {'naive s':>8}")
+    for name, entry in check["audiences"].items():
+        ours = carecast["audiences"]["audiences"].get(name, {}).get("seconds", 0)
+        theirs = naive["audiences"].get(name, {}).get("seconds", 0)
+        label = f"{name} ({entry['purpose']})"
+        print(
+            f"{label:<56} {entry['carecast'] or 0:>9,d} {entry['naive'] or 0:>9,d} {ours:>7.2f} {theirs:>8.2f}"
+            f"{'' if entry['match'] else '  MISMATCH'}"
+        )
+
+
+def _fail_loudly(check: dict[str, Any]) -> None:
+    for kind in ("segments", "audiences"):
+        for name, entry in check[kind].items():
+            if not entry["match"]:
+                _progress(f"MISMATCH {kind[:-1]} {name}: carecast and the naive baseline differ: {entry}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     started = time.perf_counter()
     with _home(args.keep) as home:
         carecast = _measure_carecast(home, args.patients)
-        ingest, pipeline = _measure_naive(home, args.mail_sample)
+        ingest, pipeline, segments = _measure_naive(home, args.mail_sample)
         parquet = run_isolated("bench.parquet_cost:parquet_cost", home)
-    stages = _summarize(args.patients, carecast, ingest, pipeline, parquet)
-    audience = {"carecast": carecast["audience"]["rows"], "naive": pipeline["rows"]["audience"]}
+    stages = _summarize(args.patients, carecast, ingest, pipeline, segments, parquet)
+    audience = {"carecast": carecast["audiences"]["campaign_audience"], "naive": pipeline["rows"]["audience"]}
+    check = _segments_check(carecast, segments)
+    combined = _combined(stages)
     summary = {
         "patients": args.patients,
         "stages": stages,
+        "segments_audiences": combined,
         "audience_check": {**audience, "match": audience["carecast"] == audience["naive"]},
+        "segments_check": check,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     print(f"carecast bench: {args.patients:,} patients (peak MB = whole child process, interpreter included)")
     print(table(stages))
-    print(f"audience: carecast {audience['carecast']:,}, naive {audience['naive']:,}")
+    print(
+        f"segments+audiences: carecast {combined['seconds']:.2f} s (target < {combined['target_seconds']:.0f} s: "
+        f"{'met' if combined['meets_seconds'] else 'NOT met'}), naive {combined['baseline_seconds']:.2f} s, "
+        f"{combined['ratio']:.2f}× (target ≥ {combined['target_ratio']:.0f}×: "
+        f"{'met' if combined['meets_ratio'] else 'NOT met'}), peak {combined['peak_mb']:,.0f} MB"
+    )
+    _print_segments(carecast, segments, check)
+    print(f"segments check: {'every segment and audience agrees' if check['match'] else 'MISMATCH'}")
+    print(f"campaign audience (render/deliver): carecast {audience['carecast']:,}, naive {audience['naive']:,}")
     naive_sent = {k: pipeline["rows"][k] for k in ("delivered", "bounced")}
     print(f"sent: carecast {carecast['deliver']['states']}, naive {naive_sent}")
-    print(f"excluded: carecast {carecast['audience']['excluded']}, naive {pipeline['excluded']}")
+    print(f"excluded: carecast {carecast['audiences']['excluded']}, naive pipeline {pipeline['excluded']}")
     if pipeline["sampled_rows"] is not None:
         print(f"naive render/deliver timed on {pipeline['sampled_rows']:,} recipients, scaled to the audience")
     print(f"results: {write_json(summary)}")
     print(json.dumps(summary))
+    status = 0
     if not summary["audience_check"]["match"]:
         _progress("audience sizes differ between carecast and the naive baseline")
-        return 1
-    return 0
+        status = 1
+    if not check["match"]:
+        _fail_loudly(check)
+        status = 1
+    return status

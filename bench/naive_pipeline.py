@@ -1,5 +1,7 @@
-"""The naive models, segment, audience, render and deliver: pandas frames walked row by row into
-dicts, Jinja2 per message, ``email.message.EmailMessage``, one ``smtplib`` STARTTLS connection.
+"""The naive models, render and deliver: pandas frames walked row by row into dicts, Jinja2 per
+message, ``email.message.EmailMessage``, one ``smtplib`` STARTTLS connection. (It also finds the
+campaign's segment and audience, untimed, to know whom to send to; the timed segments and audiences
+baseline is ``bench/naive_segments.py``.)
 
 It computes what carecast computes for the benchmark campaign (age and sex, last mammogram,
 the screening segment, the latest consent per patient and purpose, suppressions, the exclusion
@@ -161,24 +163,24 @@ def _exclusion(
     purpose: str,
     send_time: datetime,
 ) -> str | None:
-    """carecast's rules for a treatment/operations campaign, in carecast's order."""
+    """carecast's rules for a treatment/operations campaign, in carecast's order (``carecast.audience``)."""
     person = people.get(pid)
     if person is None:
         return "unknown_patient"
+    consent = consents.get((pid, purpose, "email"))
+    if consent is not None and consent[2] is not None and consent[2] <= send_time:
+        return "consent_revoked"
+    if not person.opted_in:
+        return "email_opt_out"
+    if not person.valid_email:
+        return "no_valid_email"
+    for reason, purposes in (("hard_bounce", ("all",)), ("complaint", ("all",)), ("unsubscribed", (purpose, "all"))):
+        if any((at := suppressed.get((pid, reason, p))) is not None and at <= send_time for p in purposes):
+            return reason
     if person.deceased:
         return "deceased"
     if person.age < 18:
         return "minor"
-    if not person.valid_email:
-        return "no_valid_email"
-    if not person.opted_in:
-        return "email_opt_out"
-    consent = consents.get((pid, purpose, "email"))
-    if consent is not None and consent[2] is not None and consent[2] <= send_time:
-        return "consent_revoked"
-    for reason, purposes in (("hard_bounce", ("all",)), ("complaint", ("all",)), ("unsubscribed", (purpose, "all"))):
-        if any((at := suppressed.get((pid, reason, p))) is not None and at <= send_time for p in purposes):
-            return reason
     return None
 
 
@@ -258,11 +260,9 @@ def naive_pipeline(home: Path, lake: Path, mail_sample: int) -> dict[str, Any]:
     suppressed = _suppressions(lake)
     seconds["models"] = time.perf_counter() - started
 
-    started = time.perf_counter()
+    # The campaign's segment and audience, to know whom to render and send to; their timing is the
+    # segments/audiences baseline's job (bench/naive_segments.py, every segment and every audience).
     segment = _segment(people, last_mammogram)
-    seconds["segment"] = time.perf_counter() - started
-
-    started = time.perf_counter()
     purpose = yaml.safe_load((default_project_dir() / "campaigns" / f"{CAMPAIGN}.yaml").read_text())["purpose"]
     send_time = datetime.combine(AS_OF, clock(23, 59, 59))
     audience: list[str] = []
@@ -273,7 +273,6 @@ def naive_pipeline(home: Path, lake: Path, mail_sample: int) -> dict[str, Any]:
             audience.append(pid)
         else:
             excluded[reason] = excluded.get(reason, 0) + 1
-    seconds["audience"] = time.perf_counter() - started
 
     recipients = sorted(audience)[:mail_sample]
     with tempfile.TemporaryDirectory(prefix="naive-mailbox-", dir=home) as mailbox:

@@ -16,6 +16,8 @@ AS_OF = DEFAULT_AS_OF
 """A past date, so ``Runtime.send_time`` is a fixed instant (the end of that day) in every child
 process, and the naive baseline can judge consent as of exactly the same moment."""
 CAMPAIGN = "breast_screening_reminder"
+BENCH_CAMPAIGN_PREFIX = "bench_"
+"""The audiences stage makes up a campaign ``bench_<segment>`` for each segment no shipped campaign uses."""
 SEED = 7
 
 
