@@ -3,6 +3,7 @@ independent computation in plain Polars over the landed extract, then scanned fo
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -170,3 +171,27 @@ def test_a_demographic_segment_leaves_identifier_and_clinical_keys_unused(demo) 
     assert used == {"demographic", "footer", "operational"}
     clinical = _latest_metadata(home, "segment_breast_cancer_screening_due")
     assert "clinical" in clinical["classes_read"] and "identifier" not in clinical["classes_read"]
+
+
+def test_segment_preview_shows_the_funnel_and_what_was_read_never_a_row(demo, temp_dir: Path) -> None:
+    home, summary, _output = demo
+    shown = carecast(
+        [
+            "segment",
+            "preview",
+            "segments/breast_cancer_screening_due.sql",
+            "--campaign",
+            "breast_screening_reminder",
+            "--as-of",
+            AS_OF,
+        ],
+        home,
+        temp_dir,
+    ).stdout
+    assert f"members: {summary['segment']}" in shown
+    funnel = dict(re.findall(r"^\s{4}(audience|holdout)\s+(\S+)$", shown, flags=re.MULTILINE))
+    assert funnel["audience"] == str(summary["audience"])
+    assert "clinical     stg_procedures.performed_at, stg_procedures.procedure_code" in shown
+    assert "identifier" not in shown  # the segment reads no identifier column
+    ids = set(read_landed(home, "synthea", "patients")["Id"])
+    assert not any(patient_id in shown for patient_id in ids)
