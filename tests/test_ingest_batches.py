@@ -227,3 +227,19 @@ def test_broken_extract_corpus(runtime: Runtime, file_name: str) -> None:
     assert (metadata["rows_read"], metadata["rows_loaded"]) == (case["read"], case["loaded"])
     assert metadata["rows_read"] == metadata["rows_loaded"] + metadata["rows_quarantined"]
     assert metadata["quarantine_reasons"] == dict(sorted(case["reasons"].items()))
+
+
+def test_a_file_rewritten_in_place_is_applied_again(runtime: Runtime) -> None:
+    # `carecast generate` into an existing home rewrites batch-0001: the new content must count
+    folder = _land(runtime, "batch-0001", {"patients.csv": _patients("p1,1970-01-02,,Ann,Lee,F,MA,02155")})
+    stages.ingest(runtime, "synthea", "patients")
+    (folder / "patients.csv").write_text(_patients("p1,1970-01-02,,Ann,Lee,F,MA,02155"))  # same bytes
+    assert stages.ingest(runtime, "synthea", "patients").written is None
+    assert stages.ingest(runtime, "synthea", "patients").metadata["files_applied"] == []
+    (folder / "patients.csv").write_text(
+        _patients("p1,1970-01-02,,Ann,Lee,F,MA,02155", "p2,1980-03-04,,Bo,Ray,M,MA,02155")
+    )
+    result = stages.ingest(runtime, "synthea", "patients")
+    assert result.metadata["files_applied"][0]["changes"]["inserted"] == 1
+    assert sorted(_rows(runtime, "raw_synthea_patients")) == ["p1", "p2"]
+    assert result.metadata["rows"] == 2

@@ -1,8 +1,9 @@
 """The ingest journal (in ``state.db``): which landed file was applied to which dataset, and how.
 
 It holds names, digests and counts only. A file is recorded once it has been applied (or found to
-repeat a file already applied, byte for byte), so re-running ingest is a no-op and a sensor can
-tell what is still pending without opening any file.
+repeat a file already applied, byte for byte), with its size and modification time as it was then,
+so re-running ingest is a no-op, a file rewritten in place is applied again, and a sensor can tell
+what is still pending without opening any file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ create table if not exists ingested_files (
     source text not null,
     batch text not null,
     file_name text not null,
+    file_size integer not null,
+    file_mtime_ns integer not null,
     content_sha256 text not null,
     outcome text not null check (outcome in ('loaded', 'duplicate')),
     rows_read integer not null,
@@ -38,6 +41,8 @@ class JournalEntry:
     source: str
     batch: str
     file_name: str
+    file_size: int
+    file_mtime_ns: int
     content_sha256: str
     outcome: str
     rows_read: int
@@ -51,17 +56,19 @@ class JournalEntry:
 class IngestJournal(StateDb):
     SCHEMA = _SCHEMA
 
-    def applied(self) -> set[tuple[str, str, str, str]]:
-        """(dataset, source, batch, file name) of every file already applied."""
-        rows = self._connection.execute("select dataset, source, batch, file_name from ingested_files")
-        return set(rows.fetchall())
+    def applied(self) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+        """(dataset, source, batch, file name) -> (size, modification time) of every file applied."""
+        rows = self._connection.execute(
+            "select dataset, source, batch, file_name, file_size, file_mtime_ns from ingested_files"
+        )
+        return {tuple(row[:4]): (row[4], row[5]) for row in rows.fetchall()}
 
     def loaded_with_content(self, dataset: str, content_sha256: str) -> JournalEntry | None:
         row = self._connection.execute(
             "select * from ingested_files where dataset = ? and content_sha256 = ? and outcome = 'loaded'",
             (dataset, content_sha256),
         ).fetchone()
-        return JournalEntry(*row[:11]) if row else None
+        return JournalEntry(*row[:13]) if row else None
 
     def latest_loaded(self, dataset: str) -> JournalEntry | None:
         row = self._connection.execute(
@@ -69,10 +76,10 @@ class IngestJournal(StateDb):
             " order by applied_at desc, rowid desc",
             (dataset,),
         ).fetchone()
-        return JournalEntry(*row[:11]) if row else None
+        return JournalEntry(*row[:13]) if row else None
 
     def record(self, entry: JournalEntry) -> None:
         self._connection.execute(
-            "insert into ingested_files values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert or replace into ingested_files values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*entry.__dict__.values(), datetime.now(UTC).isoformat(timespec="milliseconds")),
         )

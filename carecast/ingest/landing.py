@@ -52,6 +52,11 @@ class LandedFile:
     def sealed(self) -> bool:
         return self.path.name.endswith(SEALED_SUFFIX)
 
+    def stamp(self) -> tuple[int, int]:
+        """Size and modification time: what tells a file rewritten in place from the one applied."""
+        stat = self.path.stat()
+        return stat.st_size, stat.st_mtime_ns
+
     @property
     def name(self) -> str:
         """The file's name as the sender wrote it (without our sealing suffix)."""
@@ -135,18 +140,18 @@ def _known_files(source: str, registry: SchemaRegistry) -> dict[str, tuple[str, 
 def pending_files(
     landing: Path,
     registry: SchemaRegistry,
-    applied: set[tuple[str, str, str, str]],
+    applied: dict[tuple[str, str, str, str], tuple[int, int]],
     datasets: set[str] | None = None,
     sources: list[str] | None = None,
 ) -> list[LandedFile]:
-    """Landed files of complete batches not yet applied (``applied`` holds (dataset, source, batch,
-    file name) as the ingest journal records them), in batch order, for some datasets or all."""
+    """Landed files of complete batches not yet applied, or rewritten since (``applied`` maps (dataset,
+    source, batch, file name) to the size and mtime the ingest journal recorded), in batch order."""
     return [
         landed
         for batch in complete_batches(landing, sources)
         for landed in batch_files(batch, registry)
         if (datasets is None or landed.dataset in datasets)
-        and (landed.dataset, landed.source, landed.batch, landed.name) not in applied
+        and applied.get((landed.dataset, landed.source, landed.batch, landed.name)) != landed.stamp()
     ]
 
 

@@ -8,6 +8,7 @@ duplicate and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -48,13 +49,18 @@ class IngestReport:
 
 
 def apply_file(lake: Lake, journal: IngestJournal, landed: LandedFile) -> IngestReport:
+    stamp = landed.stamp()  # before reading: a rewrite while we read is seen as pending next time
     data = open_sealed(landed.path, lake.kms) if landed.sealed else landed.path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if landed.expected_sha256 and landed.expected_sha256 != digest:
         raise ExtractError(f"{landed.name}: does not match the digest in its batch manifest (truncated or altered)")
     earlier = journal.loaded_with_content(landed.dataset, digest)
     if earlier is not None:
-        journal.record(_entry(landed, digest, "duplicate", (0, 0, 0), None))
+        if (earlier.source, earlier.batch, earlier.file_name) == (landed.source, landed.batch, landed.name):
+            # the same file rewritten with the same bytes: still the one applied
+            journal.record(dataclasses.replace(earlier, file_size=stamp[0], file_mtime_ns=stamp[1]))
+        else:
+            journal.record(_entry(landed, stamp, digest, "duplicate", (0, 0, 0), None))
         return IngestReport(
             source=landed.source,
             batch=landed.batch,
@@ -79,7 +85,7 @@ def apply_file(lake: Lake, journal: IngestJournal, landed: LandedFile) -> Ingest
     quarantine = _quarantine(lake, landed, result.quarantined)
     loaded = lake.write(landed.dataset, merged.to_arrow())
     counts = (frame.height, result.loaded.height, result.quarantined.height)
-    journal.record(_entry(landed, digest, "loaded", counts, loaded))
+    journal.record(_entry(landed, stamp, digest, "loaded", counts, loaded))
     return IngestReport(
         source=landed.source,
         batch=landed.batch,
@@ -122,14 +128,22 @@ def _quarantine(lake: Lake, landed: LandedFile, rows: pl.DataFrame) -> DatasetVe
 
 
 def _entry(
-    landed: LandedFile, digest: str, outcome: str, counts: tuple[int, int, int], version: DatasetVersion | None
+    landed: LandedFile,
+    stamp: tuple[int, int],
+    digest: str,
+    outcome: str,
+    counts: tuple[int, int, int],
+    version: DatasetVersion | None,
 ) -> JournalEntry:
     read, loaded, quarantined = counts
+    size, mtime_ns = stamp
     return JournalEntry(
         dataset=landed.dataset,
         source=landed.source,
         batch=landed.batch,
         file_name=landed.name,
+        file_size=size,
+        file_mtime_ns=mtime_ns,
         content_sha256=digest,
         outcome=outcome,
         rows_read=read,
