@@ -53,8 +53,7 @@ class SegmentNeeds:
         )
 
 
-def analyse_segment(segment: Segment, registry: SchemaRegistry) -> SegmentNeeds:
-    sql = segment.render(_CHECK_DATE)
+def analyse_segment(segment: Segment, sql: str, registry: SchemaRegistry) -> SegmentNeeds:
     confine_query(sql, segment.inputs, segment.path)
     schema = {dataset: list(registry.declared(dataset)) for dataset in segment.inputs}
     columns = required_columns(sql, schema)
@@ -93,10 +92,11 @@ def _check_declared_class(
 def check_segment(
     segment: Segment, segments: dict[str, Segment], registry: SchemaRegistry, policy: PurposePolicy
 ) -> SegmentNeeds:
-    needs = analyse_segment(segment, registry)
+    sql = segment.render(_CHECK_DATE)
+    needs = analyse_segment(segment, sql, registry)
+    used_classes = {c for classes in needs.classes.values() for c in classes.values()}
     for purpose in segment.header.purposes:
         rule = policy.rule(purpose)
-        used_classes = {c for classes in needs.classes.values() for c in classes.values()}
         refused = sorted(used_classes - set(rule.classes))
         if refused:
             raise SegmentPolicyError(
@@ -105,7 +105,7 @@ def check_segment(
             )
     withheld = policy.withheld_categories(segment.header.purposes)
     if withheld:
-        _refuse_sensitive_literals(segment, policy, withheld)
+        _refuse_sensitive_literals(segment, sql, policy, withheld)
         _refuse_untagged_clinical_reads(segment, needs, registry)
     for included in segment.includes:
         missing = [p for p in segment.header.purposes if p not in segments[included].header.purposes]
@@ -116,8 +116,7 @@ def check_segment(
     return needs
 
 
-def _refuse_sensitive_literals(segment: Segment, policy: PurposePolicy, withheld: frozenset[str]) -> None:
-    sql = segment.render(_CHECK_DATE)
+def _refuse_sensitive_literals(segment: Segment, sql: str, policy: PurposePolicy, withheld: frozenset[str]) -> None:
     tree = sqlglot.parse_one(sql, dialect=DIALECT)
     for literal in tree.find_all(exp.Literal):
         if not literal.is_string:

@@ -71,11 +71,7 @@ class Batch:
     completed_ns: int
 
     def manifest(self) -> dict[str, str | None] | None:
-        path = self.path / MANIFEST
-        if not path.exists():
-            return None
-        files = json.loads(path.read_text()).get("files", {})
-        return {name: (entry or {}).get("sha256") for name, entry in files.items()}
+        return _read_manifest(self.path)
 
 
 def _is_complete(folder: Path) -> int | None:
@@ -83,15 +79,26 @@ def _is_complete(folder: Path) -> int | None:
     marker = folder / SUCCESS_MARKER
     if marker.exists():
         return marker.stat().st_mtime_ns
-    manifest = folder / MANIFEST
-    if not manifest.exists():
-        return None
     try:
-        listed = json.loads(manifest.read_text()).get("files", {})
-    except (json.JSONDecodeError, AttributeError):
+        listed = _read_manifest(folder)
+    except ValueError:  # still being written, or broken: not complete either way
+        return None
+    if not listed:
         return None
     present = all((folder / name).exists() or (folder / (name + SEALED_SUFFIX)).exists() for name in listed)
-    return manifest.stat().st_mtime_ns if present and listed else None
+    return (folder / MANIFEST).stat().st_mtime_ns if present else None
+
+
+def _read_manifest(folder: Path) -> dict[str, str | None] | None:
+    """File name -> expected SHA-256 (None when not given), or None without a manifest."""
+    path = folder / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        files = json.loads(path.read_text()).get("files", {})
+        return {name: (entry or {}).get("sha256") for name, entry in files.items()}
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f'{path}: not a manifest ({{"files": {{name: {{"sha256": ...}}}}}})') from None
 
 
 def complete_batches(landing: Path, sources: list[str] | None = None) -> list[Batch]:

@@ -38,15 +38,13 @@ def describe_reads(lake: Lake, reads: tuple[LakeRead, ...]) -> dict[str, Any]:
     }
 
 
-def read_needed(
-    lake: Lake, sql: str, inputs: tuple[str, ...], extra: dict[str, set[str]] | None = None
-) -> tuple[LakeRead, ...]:
-    """Decrypt, for every input the query uses, only the columns it uses (plus ``extra`` ones)."""
-    schema = {dataset: lake.columns(dataset) for dataset in inputs}
+def read_needed(lake: Lake, sql: str, schema: dict[str, list[str]], extra: dict[str, set[str]]) -> tuple[LakeRead, ...]:
+    """Decrypt, for every input the query uses (``schema``: each input's columns), only the columns it
+    uses, plus ``extra`` ones."""
     needed = required_columns(sql, schema)
     reads = []
     for dataset, used in sorted(needed.items()):
-        columns = used | (extra or {}).get(dataset, set())
+        columns = used | extra.get(dataset, set())
         # A query that only counts rows still needs one column to carry them: take the first
         # operational one, so no PHI class is unwrapped for a count.
         wanted = sorted(columns) or [_cheapest_column(lake, dataset, schema[dataset])]
@@ -63,7 +61,7 @@ def run_sql(lake: Lake, sql: str, inputs: tuple[str, ...], withheld: frozenset[s
     """``withheld``: sensitive categories whose rows are removed from every input that tags them."""
     schema = {dataset: lake.columns(dataset) for dataset in inputs}
     extra = {d: {SENSITIVE_COLUMN} for d, columns in schema.items() if withheld and SENSITIVE_COLUMN in columns}
-    reads = read_needed(lake, sql, inputs, extra)
+    reads = read_needed(lake, sql, schema, extra)
     tables, withheld_rows = {}, {}
     for read in reads:
         tables[read.version.dataset], removed = withhold_sensitive(read.table, withheld)
