@@ -37,10 +37,13 @@ KEY_CLASSES = (
     "mailbox",
     "pseudonym",
     "landing",
+    "dkim",
+    "link",
 )
 """PHI classes of columns (identifier, clinical, demographic, operational), the Parquet footer,
 rendered messages and the sink's mailbox copies (kept apart so retention can shred them), the
-pseudonym (HMAC) key and sealed landing files."""
+pseudonym (HMAC) key, sealed landing files, DKIM private keys and the key that signs the tokens in
+unsubscribe and tracking links."""
 
 EPOCH_CLASSES = ("message", "mailbox")
 """Classes whose versions are retention epochs: never re-wrapped to a newer version, destroyed on
