@@ -118,7 +118,10 @@ def _summarize(
             extra["baseline_peak_mb"] = baseline_peaks[name]
         if name in ("render", "deliver") and pipeline["sampled_rows"] is not None:
             extra["baseline_sampled_rows"] = pipeline["sampled_rows"]
-        stages[name] = _stage(measured["seconds"], baselines.get(name), measured["peak_mb"], **extra)
+        if "workers" in measured:
+            extra["workers"] = measured["workers"]
+        peak = measured.get("peak_mb_with_workers", measured["peak_mb"])
+        stages[name] = _stage(measured["seconds"], baselines.get(name), peak, **extra)
     stages["parquet_encrypted"] = _stage(
         parquet["seconds"], parquet["baseline_seconds"], parquet["peak_mb"], rows=parquet["rows"]
     )

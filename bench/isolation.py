@@ -16,7 +16,7 @@ from typing import Any
 _KIB_PER_MB = 1024
 
 
-def _peak_mb() -> float:
+def peak_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (_KIB_PER_MB * _KIB_PER_MB if sys.platform == "darwin" else _KIB_PER_MB)
@@ -25,7 +25,7 @@ def _peak_mb() -> float:
 def _measured(target: str, args: tuple[Any, ...]) -> dict[str, Any]:
     module, name = target.split(":")
     result = getattr(importlib.import_module(module), name)(*args)
-    return {**result, "peak_mb": round(_peak_mb(), 1)}
+    return {**result, "peak_mb": round(peak_mb(), 1)}
 
 
 def run_isolated(target: str, *args: Any) -> dict[str, Any]:
