@@ -44,17 +44,17 @@ T = 1_735_787_045  # fixed t= so stock dkimpy's output can be compared byte for 
 RECIPIENT = "patient.zero@example.org"
 
 BUILT_H = [
-    b"content-type",
-    b"mime-version",
     b"from",
     b"to",
     b"subject",
     b"date",
     b"message-id",
+    b"mime-version",
     b"reply-to",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
     b"feedback-id",
+    b"content-type",
     b"from",
 ]
 

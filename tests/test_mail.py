@@ -293,3 +293,26 @@ def test_throughput_on_one_connection(sink: EmbeddedSink, mailbox: Mailbox, tls:
     assert {outcome.status for outcome in outcomes} == {"delivered"}
     assert mailbox.count() == len(messages)
     assert len(messages) / elapsed > 300, f"{len(messages) / elapsed:.0f} messages/s"
+
+
+def test_a_body_that_quotes_the_boundary_cannot_end_its_part() -> None:
+    boundary_line = "--=_cc_abc.1.carecast.test"
+    raw = build_message(
+        from_addr=SENDER,
+        to_addr="a@example.org",
+        subject=" ".join(["A long subject line"] * 8),
+        text=f"before\n{boundary_line}\nafter\n",
+        html=f"<p>{boundary_line}--</p>",
+        message_id="<abc.1@carecast.test>",
+        date=datetime.now(UTC),
+        extra_headers={"List-Unsubscribe": "<https://u.example.org/" + "t" * 90 + ">, <mailto:u@example.org>"},
+    )
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    parts = list(parsed.iter_parts())
+    assert len(parts) == 2
+    assert parts[0].get_content().replace("\r\n", "\n") == f"before\n{boundary_line}\nafter\n"
+    assert parsed["Subject"] == " ".join(["A long subject line"] * 8)
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    header_lines = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    # Folded at spaces to 78 columns; a URL has no space to fold at, so its line may be longer.
+    assert all(len(line) <= 78 for line in header_lines if b"https://" not in line)

@@ -1,29 +1,28 @@
-"""Rendering one campaign message as RFC 5322 bytes.
+"""Rendering one campaign message as RFC 5322 / MIME bytes, written directly.
 
-The legacy ``email.mime`` classes are used on purpose: they build several times faster than
-``email.message.EmailMessage`` with ``set_content``/``add_alternative``, which matters at campaign
-volume. Bodies are transfer-encoded with the C codecs in ``binascii`` (the pure-Python encoders
-behind ``MIMEText`` dominate the cost otherwise) and headers are RFC 2047-encoded here, so the
-generator only has to write them out with CRLF line endings.
+A campaign message always has the same shape: a handful of headers and a multipart/alternative
+body with a text/plain and a text/html part, both UTF-8. The stdlib's ``email`` classes build that
+shape generically (folding every header through ``email.header.Header``, re-parsing addresses,
+walking a generator), which costs about 0.8 ms a message: more than its DKIM signature. Here the
+bytes are laid out once per message, with the C codecs in ``binascii`` for the transfer encodings,
+and only non-ASCII header text goes through RFC 2047 encoding. The stdlib parser reads every
+message back in the tests.
+
+The boundary starts with ``=_``: quoted-printable writes ``=`` as ``=3D`` and base64 has neither
+``=`` followed by ``_`` nor ``_`` at all, so the boundary can never occur inside an encoded part.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import email.policy
 from datetime import datetime
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr, parseaddr
 
-CRLF_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=None)
-"""Writes the headers encoded and folded here as they are. ``email.policy.SMTP`` would re-parse
-every header through the header registry on output (about half the build time), and compat32's
-own folding can leave a header's first line empty, which parsers read back as a leading space."""
-
-_BUILT_HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "mime-version"})
+_BUILT_HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "mime-version", "content-type"})
+_MAX_LINE = 78
+_CRLF = b"\r\n"
 
 
 def build_message(
@@ -40,22 +39,36 @@ def build_message(
     """A multipart/alternative message (text/plain then text/html, UTF-8) as CRLF bytes.
 
     Addresses may carry a display name (``"José <jose@example.com>"``); only the name is
-    encoded. ``extra_headers`` may add headers (List-Unsubscribe, X-Campaign-...) but not replace
+    encoded. ``extra_headers`` may add headers (List-Unsubscribe, Feedback-ID...) but not replace
     the ones built here. Header values containing CR or LF are refused (no header injection).
     """
-    message = MIMEMultipart("alternative", policy=CRLF_POLICY)
-    message["From"] = _address(from_addr)
-    message["To"] = _address(to_addr)
-    message["Subject"] = _unstructured("Subject", subject)
-    message["Date"] = format_datetime(date)
-    message["Message-ID"] = _checked(message_id)
+    boundary = "=_cc_" + _checked(message_id).strip("<>").replace("@", ".")[:60]
+    headers = [
+        _header("From", _address(from_addr)),
+        _header("To", _address(to_addr)),
+        _header("Subject", _unstructured("Subject", subject)),
+        _header("Date", format_datetime(date)),
+        _header("Message-ID", message_id),
+        b"MIME-Version: 1.0",
+    ]
     for name, value in (extra_headers or {}).items():
         if name.lower() in _BUILT_HEADERS:
             raise ValueError(f"extra_headers may not set {name}")
-        message[_checked(name)] = _unstructured(name, value)
-    message.attach(_text_part(text, "plain"))
-    message.attach(_text_part(html, "html"))
-    return message.as_bytes()
+        headers.append(_header(_checked(name), _unstructured(name, value)))
+    headers.append(_header("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+    delimiter = b"--" + boundary.encode("ascii")
+    return _CRLF.join(
+        [
+            *headers,
+            b"",
+            delimiter,
+            _text_part(text, b"plain"),
+            delimiter,
+            _text_part(html, b"html"),
+            delimiter + b"--",
+            b"",
+        ]
+    )
 
 
 def _checked(value: str) -> str:
@@ -64,11 +77,28 @@ def _checked(value: str) -> str:
     return value
 
 
+def _header(name: str, value: str) -> bytes:
+    """``Name: value``, folded at spaces to stay within 78 columns where the value allows it."""
+    line = f"{name}: {value}"
+    if len(line) <= _MAX_LINE or "\r\n" in value:  # short, or already folded (encoded words)
+        return line.encode("utf-8")
+    folded, current = [], f"{name}:"
+    for word in value.split(" "):
+        if len(current) + 1 + len(word) > _MAX_LINE and current.strip() and current != f"{name}:":
+            folded.append(current)
+            current = ""
+        current += " " + word
+    folded.append(current)
+    return "\r\n".join(folded).encode("utf-8")
+
+
 def _address(value: str) -> str:
     name, address = parseaddr(_checked(value))
     if not address:
         raise ValueError("not an email address")
-    return formataddr((name, address), charset="utf-8")
+    # A non-ASCII address stays as it is (RFC 6532): it can only travel where the server offers
+    # SMTPUTF8, which the transport checks before sending.
+    return formataddr((name, address), charset="utf-8") if name else address
 
 
 def _unstructured(name: str, value: str) -> str:
@@ -77,23 +107,24 @@ def _unstructured(name: str, value: str) -> str:
     _checked(value)
     if value.isascii():
         return value
-    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=78)
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=_MAX_LINE)
 
 
-def _text_part(body: str, subtype: str) -> MIMENonMultipart:
+def _text_part(body: str, subtype: bytes) -> bytes:
     """Quoted-printable while it stays smaller than base64 (mostly-ASCII text), else base64.
 
     QP spends 3 bytes per non-ASCII byte and base64 4/3 per byte, so QP wins while at most a
-    sixth of the UTF-8 bytes are non-ASCII.
+    sixth of the UTF-8 bytes are non-ASCII. Lines end in CRLF, as MIME text must.
     """
-    encoded = body.encode("utf-8")
-    non_ascii = 0 if body.isascii() else len(encoded) - len(body.encode("ascii", "ignore"))
-    part = MIMENonMultipart("text", subtype, charset="utf-8", policy=CRLF_POLICY)
-    del part["MIME-Version"]
+    encoded = body.replace("\r\n", "\n").encode("utf-8")
+    non_ascii = 0 if encoded.isascii() else len(encoded) - len(body.encode("ascii", "ignore"))
     if non_ascii * 6 <= len(encoded):
-        part["Content-Transfer-Encoding"] = "quoted-printable"
-        part.set_payload(binascii.b2a_qp(encoded, istext=True).decode("ascii"))
+        encoding = b"quoted-printable"
+        payload = binascii.b2a_qp(encoded, istext=True).replace(b"\n", _CRLF)
     else:
-        part["Content-Transfer-Encoding"] = "base64"
-        part.set_payload(base64.encodebytes(encoded).decode("ascii"))
-    return part
+        encoding = b"base64"
+        payload = base64.encodebytes(encoded).replace(b"\n", _CRLF)
+    return (
+        b'Content-Type: text/%b; charset="utf-8"\r\nContent-Transfer-Encoding: %b\r\n\r\n%b'
+        % (subtype, encoding, payload)
+    )
