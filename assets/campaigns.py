@@ -48,8 +48,8 @@ def campaign_assets(project: Project, campaign: Campaign) -> list[dg.AssetsDefin
     def _delivery(
         context: dg.AssetExecutionContext, carecast: CarecastResource, mail: MailTransportResource
     ) -> dg.MaterializeResult:
-        with carecast.runtime(context, project, campaign.purpose) as runtime, mail.open(runtime) as transport:
-            result = stages.deliver_campaign(runtime, campaign, transport)
+        with carecast.runtime(context, project, campaign.purpose) as runtime, mail.open(runtime) as target:
+            result = stages.deliver_campaign(runtime, campaign, target, mail.workers or None)
         return dg.MaterializeResult(metadata=result.metadata)
 
     @dg.asset(

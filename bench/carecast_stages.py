@@ -7,29 +7,59 @@ a Dagster step pays too, and is not what a stage costs per patient.
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.isolation import peak_mb
 from bench.workload import BENCH_CAMPAIGN_PREFIX, CAMPAIGN, open_runtime
 from carecast import stages
-from carecast.campaigns import STREAM_PURPOSES, Campaign
-from carecast.mail import EmbeddedSink, Mailbox, SmtpTransport, ensure_sink_certificate
+from carecast.campaigns import Campaign
+from carecast.delivery import open_target
 from carecast.project import Project
 from carecast.runtime import Runtime
 from carecast.segments import in_dependency_order
 
+INGEST_WORKERS = 2
+"""Raw tables are independent, so they are applied side by side, as Dagster's multiprocess
+executor runs the ingest assets (one process per step, as many as there are cores)."""
 
-def _ingest(runtime: Runtime) -> int:
-    return sum(
-        stages.ingest(runtime, source, table).metadata["rows_read"]
-        for source, spec in runtime.project.registry.sources.items()
-        for table in spec.tables
+
+def _ingest_table(home: Path, source: str, table: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    rows = stages.ingest(open_runtime(home), source, table).metadata["rows_read"]
+    return {"rows": rows, "seconds": round(time.perf_counter() - started, 3), "peak_mb": round(peak_mb(), 1)}
+
+
+def _landed_bytes(runtime: Runtime, source: str, table: str) -> int:
+    return sum(path.stat().st_size for path in (runtime.home.landing / source).glob(f"*/{table}.*"))
+
+
+def _ingest(runtime: Runtime) -> dict[str, Any]:
+    """Every raw table, biggest first over a pool of spawned workers (process start-up is on the clock).
+
+    ``peak_mb`` adds the workers' peaks to this process's: an upper bound on what was resident at once."""
+    tables = sorted(
+        ((source, table) for source, spec in runtime.project.registry.sources.items() for table in spec.tables),
+        key=lambda pair: -_landed_bytes(runtime, *pair),
     )
+    home = runtime.home.root
+    with ProcessPoolExecutor(INGEST_WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {f"{s}_{t}": pool.submit(_ingest_table, home, s, t) for s, t in tables}
+        per_table = {name: future.result() for name, future in futures.items()}
+    worker_peaks = sorted((r["peak_mb"] for r in per_table.values()), reverse=True)[:INGEST_WORKERS]
+    return {
+        "rows": sum(r["rows"] for r in per_table.values()),
+        "tables": {name: {"rows": r["rows"], "seconds": r["seconds"]} for name, r in per_table.items()},
+        "workers": INGEST_WORKERS,
+        "peak_mb_with_workers": round(peak_mb() + sum(worker_peaks), 1),
+    }
 
 
 def _model_order(runtime: Runtime) -> list[str]:
@@ -67,7 +97,7 @@ def audience_campaigns(project: Project) -> dict[str, Campaign]:
         if name in covered:
             continue
         purpose = segment.header.purposes[0]
-        stream = next(stream for stream, purposes in STREAM_PURPOSES.items() if purpose in purposes)
+        stream = next(name for name, stream in project.streams.items() if purpose in stream.purposes)
         made_up = {"name": BENCH_CAMPAIGN_PREFIX + name, "description": f"bench audience for {name}"}
         campaigns[made_up["name"]] = Campaign.model_validate(
             {**model, **made_up, "segment": name, "purpose": purpose, "stream": stream}
@@ -108,13 +138,10 @@ def _render(runtime: Runtime) -> int:
 
 
 def _deliver(runtime: Runtime) -> dict[str, Any]:
-    """Through the embedded STARTTLS sink, opened as ``MailTransportResource(kind="embedded_sink")``
-    opens it (repeated here so this process does not import Dagster)."""
+    """Through the embedded STARTTLS sink, as ``MailTransportResource(kind="embedded_sink")`` opens it."""
     campaign = runtime.project.campaigns[CAMPAIGN]
-    cert_path, key_path = ensure_sink_certificate(runtime.home.keys / "sink")
-    with Mailbox(runtime.home.mailbox, runtime.kms) as mailbox, EmbeddedSink(mailbox, cert_path, key_path) as sink:
-        with SmtpTransport(sink.host, sink.port, cert_path.read_bytes()) as transport:
-            result = stages.deliver_campaign(runtime, campaign, transport)
+    with open_target(runtime) as target:
+        result = stages.deliver_campaign(runtime, campaign, target)
     states = result.metadata["ledger_states"]
     return {"rows": states.get("delivered", 0), "states": states}
 

@@ -187,6 +187,7 @@ def _exclusion(
 def _campaign_files() -> tuple[dict[str, Any], dict[str, Any], dict[str, jinja2.Template]]:
     root = default_project_dir()
     campaign = yaml.safe_load((root / "campaigns" / f"{CAMPAIGN}.yaml").read_text())
+    campaign["sender"] = yaml.safe_load((root / "streams.yaml").read_text())[campaign["stream"]]["sender"]
     folder = root / "templates" / campaign["template"]
     template = yaml.safe_load((folder / "template.yaml").read_text())
     bodies = {path.name.removesuffix(".md.j2"): jinja2.Template(path.read_text()) for path in folder.glob("*.md.j2")}

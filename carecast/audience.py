@@ -81,6 +81,34 @@ select * from judged
 """
 
 
+_RECHECK_SQL = """
+select
+    m.patient_key,
+    case
+        when p.patient_id is null then 'unknown_patient'
+        {consent_rule}
+        when not p.is_email_opted_in then 'email_opt_out'
+    end as exclusion
+from members m
+left join profile p on p.patient_id = m.patient_id
+left join consents c on c.patient_id = m.patient_id and c.purpose = $purpose and c.channel = 'email'
+"""
+
+
+def recheck_consent(
+    campaign: Campaign, members: pa.Table, profile: pa.Table, consents: pa.Table, as_of: datetime
+) -> dict[str, str]:
+    """Patient key -> reason, for audience members (patient_id, patient_key) whose consent or email
+    opt-in no longer holds at ``as_of``: the same rules as the audience, judged again at send time."""
+    sql = _RECHECK_SQL.format(consent_rule=_CONSENT_RULES[campaign.purpose])
+    tables = {"members": members, "profile": profile, "consents": consents}
+    with confined_duckdb(tables) as connection:
+        judged = connection.sql(
+            f"select * from ({sql}) where exclusion is not null", params={"as_of": as_of, "purpose": campaign.purpose}
+        ).to_arrow_table()
+    return dict(zip(judged.column("patient_key").to_pylist(), judged.column("exclusion").to_pylist(), strict=True))
+
+
 def ledger_exclusions(ledger: Ledger, campaign: Campaign, caps: list[FrequencyCap], send_date: date) -> dict[str, str]:
     """Patient key -> reason: suppressions recorded by earlier sends, then every frequency cap reached.
 

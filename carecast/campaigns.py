@@ -9,22 +9,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from carecast.policy import PURPOSES, FrequencyCap
+from carecast.send_windows import SendWindow
 
-STREAM_PURPOSES = {"transactional": ("treatment", "operations"), "marketing": ("marketing", "fundraising")}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class CampaignDefinitionError(ValueError):
     pass
-
-
-class Sender(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    from_address: str = Field(alias="from")
-    reply_to: str | None = None
-    organisation: str
-    postal_address: str
 
 
 class Campaign(BaseModel):
@@ -36,12 +27,15 @@ class Campaign(BaseModel):
     template: str
     purpose: str
     stream: str
-    sender: Sender
+    """A stream of ``streams.yaml``: the sender identity, DKIM domain and limits; it must carry the purpose."""
     variants: dict[str, float] = Field(default_factory=lambda: {"A": 1.0})
     holdout: float = Field(default=0.0, ge=0.0, lt=1.0)
     allow_minors: bool = False
     frequency_cap: FrequencyCap | None = None
     """Stricter than the purpose's own cap in purposes.yaml, when set; both apply."""
+    send_window: SendWindow | None = None
+    """Quiet hours: messages go out only between ``start`` and ``end`` in the recipient's time zone
+    (from their address); the rest wait, deferred, for the next opening."""
     links: dict[str, str] = Field(default_factory=dict)
     """The only URLs the campaign's messages may link to, by name (templates use ``links.<name>``)."""
 
@@ -69,10 +63,6 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> Campaign:
-        if self.stream not in STREAM_PURPOSES:
-            raise ValueError(f"stream must be one of {sorted(STREAM_PURPOSES)}")
-        if self.purpose not in STREAM_PURPOSES[self.stream]:
-            raise ValueError(f"purpose {self.purpose!r} cannot be sent on the {self.stream!r} stream")
         if not self.variants or abs(sum(self.variants.values()) - 1.0) > 1e-9:
             raise ValueError("variant weights must sum to 1")
         return self

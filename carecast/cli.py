@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from carecast.cli_deliver import add_deliver_commands
 from carecast.home import CarecastHome
 
 
@@ -271,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     test = segment_commands.add_parser("test", help="run the segments' YAML fixture tests (all, or those named)")
     test.add_argument("segments", nargs="*", help="segment files or names (default: every segment)")
     test.set_defaults(handler=command_segment_test)
+
+    add_deliver_commands(commands)
 
     retention = commands.add_parser("retention", help="crypto-shred what retention says has expired")
     retention_commands = retention.add_subparsers(dest="retention_command", required=True)

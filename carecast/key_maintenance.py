@@ -2,7 +2,8 @@
 
 Rotation makes a new version current for each class and re-wraps every artifact onto it: lake files
 through their external key material (no rewrite), sealed landing files by re-sealing, the pseudonym
-secret by re-wrapping (same secret, so patient keys do not change). Epoch classes (rendered messages,
+secret, the DKIM private keys and the link-token keys by re-wrapping (same secrets, so patient keys,
+DNS records and links already sent keep working). Epoch classes (rendered messages,
 mailbox copies) are not re-wrapped: retention shreds them by destroying their versions. A retired
 version is destroyed once it has been retired for the grace period, with a destruction certificate.
 """
@@ -18,6 +19,8 @@ from carecast.crypto.pseudonym import rewrap_pseudonym_key
 from carecast.crypto.sealed_file import SUFFIX, open_sealed, seal_bytes
 from carecast.home import CarecastHome
 from carecast.lake import Lake, LakeIntegrityError
+from carecast.link_tokens import rewrap_link_token_keys
+from carecast.mail.dkim import rewrap_dkim_keys
 
 ROTATING_CLASSES = tuple(c for c in KEY_CLASSES if c not in EPOCH_CLASSES)
 
@@ -29,6 +32,8 @@ class RotationReport:
     lake_files_unreadable: int = 0
     sealed_files_resealed: int = 0
     pseudonym_rewrapped: bool = False
+    dkim_keys_rewrapped: int = 0
+    link_token_keys_rewrapped: bool = False
 
 
 def rotate_keys(
@@ -52,6 +57,10 @@ def rotate_keys(
             report.sealed_files_resealed += 1
     if "pseudonym" in classes:
         report.pseudonym_rewrapped = rewrap_pseudonym_key(kms, home.keys)
+    if "dkim" in classes:
+        report.dkim_keys_rewrapped = rewrap_dkim_keys(kms, home.keys)
+    if "link" in classes:
+        report.link_token_keys_rewrapped = rewrap_link_token_keys(kms, home.keys)
     return report
 
 

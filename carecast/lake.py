@@ -128,7 +128,8 @@ class Lake:
             parquet_file_path=str(found.path),
         )
 
-    def write(self, dataset: str, table: pa.Table) -> DatasetVersion:
+    def write(self, dataset: str, table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> DatasetVersion:
+        """A new version of ``dataset``; smaller ``row_group_rows`` let readers take shards (``read(shard=)``)."""
         classes = self.registry.classes_for(dataset, table.column_names)
         column_keys: dict[str, list[str]] = defaultdict(list)
         for column, column_class in classes.items():
@@ -157,7 +158,7 @@ class Lake:
                 table,
                 temporary / DATA_FILE,
                 encryption_properties=properties,
-                row_group_size=ROW_GROUP_ROWS,
+                row_group_size=row_group_rows,
                 compression="zstd",
             )
         final = folder / f"v{version:06d}"
@@ -171,8 +172,15 @@ class Lake:
             key_ids=tuple(sorted({entry["key_id"] for entry in entries})),
         )
 
-    def read(self, dataset: str, columns: list[str] | None = None, version: int | None = None) -> LakeRead:
-        """Decrypt the given columns of a dataset version (the latest when none is given)."""
+    def read(
+        self,
+        dataset: str,
+        columns: list[str] | None = None,
+        version: int | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> LakeRead:
+        """Decrypt the given columns of a dataset version (the latest when none is given); with ``shard``
+        (index, count) only the row groups whose number is ``index`` modulo ``count``."""
         found = self.version(dataset, version)
         with self.kms.access_log.observe() as entries, _integrity(found):
             parquet_file = pq.ParquetFile(found.path, decryption_properties=self._decryption_properties(found))
@@ -181,7 +189,12 @@ class Lake:
             missing = [name for name in wanted if name not in available]
             if missing:
                 raise KeyError(f"{dataset} v{found.version} has no column(s) {missing}")
-            table = parquet_file.read(columns=wanted, use_threads=True)
+            if shard is None:
+                table = parquet_file.read(columns=wanted, use_threads=True)
+            else:
+                index, count = shard
+                groups = range(index, parquet_file.num_row_groups, count)
+                table = parquet_file.read_row_groups(groups, columns=wanted, use_threads=True)
             parquet_file.close()
         key_ids = tuple(sorted({entry["key_id"] for entry in entries}))
         return LakeRead(table=table, version=found, columns=tuple(wanted), key_ids=key_ids)

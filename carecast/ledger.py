@@ -4,6 +4,12 @@ It lives in SQLite (``state.db``) and holds no PHI: messages are named by their 
 patients by their keyed hash. A message reserved but never committed (the process died while
 sending) is *in doubt*: it may or may not have reached the server, so it is held for an operator and
 never re-sent automatically.
+
+Every message of a campaign run ends in one state: ``delivered``; ``bounced`` (failed for good: the
+server refused it with a 5xx, and the patient is suppressed); ``failed`` (failed for good otherwise,
+e.g. retries exhausted); ``deferred`` (not sent yet: a 4xx, throttling or the send window; tried
+again from ``next_attempt_at``); ``held`` (in doubt, for an operator); ``excluded`` (a check just
+before sending said no, with the reason). ``reserved`` only exists while a send is in flight.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from pathlib import Path
 
 from carecast.state_db import StateDb
 
-FINAL_STATES = ("delivered", "bounced", "held")
-_SCHEMA = """
+FINAL_STATES = ("delivered", "bounced", "failed", "held", "excluded")
+STATES = ("reserved", "deferred", *FINAL_STATES)
+_LEDGER_TABLE = """
 create table if not exists send_ledger (
     message_key text primary key,
     campaign text not null,
@@ -26,11 +33,15 @@ create table if not exists send_ledger (
     patient_key text not null,
     purpose text,
     variant text not null,
-    state text not null check (state in ('reserved', 'delivered', 'bounced', 'deferred', 'held')),
+    state text not null check (state in ('reserved', 'deferred', 'delivered', 'bounced', 'failed', 'held', 'excluded')),
+    reason text,
     smtp_code integer,
     attempts integer not null default 0,
+    next_attempt_at text,
     updated_at text not null
-);
+)"""
+_SCHEMA = f"""
+{_LEDGER_TABLE};
 create index if not exists send_ledger_campaign on send_ledger (campaign, send_date, state);
 create table if not exists campaign_stages (
     campaign text not null,
@@ -58,6 +69,21 @@ class Planned:
     variant: str
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one reserved message (a state other than ``reserved``), with no PHI."""
+
+    message_key: str
+    state: str
+    smtp_code: int | None = None
+    reason: str | None = None
+    next_attempt_at: str | None = None
+
+
+_SQL_VARIABLES = 900
+"""Keys per ``in (...)`` list: under SQLite's historical limit of 999 bound variables."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -67,13 +93,25 @@ class Ledger(StateDb):
 
     def __init__(self, path: Path):
         super().__init__(path)
-        self._add_purpose_column()
+        self._upgrade()
 
-    def _add_purpose_column(self) -> None:
-        """Ledgers written before frequency caps lack the purpose; their rows count for no purpose."""
-        columns = {row[1] for row in self._connection.execute("pragma table_info(send_ledger)")}
-        if "purpose" not in columns:
-            self._connection.execute("alter table send_ledger add column purpose text")
+    def _upgrade(self) -> None:
+        """Ledgers written by earlier versions lack the purpose (their rows count for no purpose), the
+        reason and the retry time, and their state check knows fewer states: rebuild them in place."""
+        columns = [row[1] for row in self._connection.execute("pragma table_info(send_ledger)")]
+        if "next_attempt_at" not in columns:
+            shared = ", ".join(c for c in columns if c != "state")
+            with self._transaction():
+                self._connection.execute("alter table send_ledger rename to send_ledger_old")
+                self._connection.execute("drop index if exists send_ledger_campaign")
+                self._connection.execute(_LEDGER_TABLE)
+                self._connection.execute(
+                    f"insert into send_ledger ({shared}, state) select {shared}, state from send_ledger_old"
+                )
+                self._connection.execute("drop table send_ledger_old")
+                self._connection.execute(
+                    "create index send_ledger_campaign on send_ledger (campaign, send_date, state)"
+                )
         self._connection.execute(
             "create index if not exists send_ledger_purpose on send_ledger (purpose, send_date, patient_key)"
         )
@@ -85,13 +123,28 @@ class Ledger(StateDb):
         return dict(rows.fetchall())
 
     def hold_in_doubt(self, campaign: str, send_date: str) -> int:
-        """Mark messages left reserved by a crashed run as held; return how many."""
+        """Mark messages left reserved by a crashed run as held; return how many. Call it only when no
+        other delivery of this campaign run is in flight."""
         cursor = self._connection.execute(
-            "update send_ledger set state = 'held', updated_at = ?"
+            "update send_ledger set state = 'held', reason = 'in_doubt', updated_at = ?"
             " where campaign = ? and send_date = ? and state = 'reserved'",
             (_now(), campaign, send_date),
         )
         return cursor.rowcount
+
+    def sendable(self, message_keys: list[str], now: str) -> set[str]:
+        """The keys that may be sent now: never recorded, or deferred with their retry time come."""
+        blocked = set()
+        for start in range(0, len(message_keys), _SQL_VARIABLES):
+            chunk = message_keys[start : start + _SQL_VARIABLES]
+            marks = ",".join("?" * len(chunk))
+            rows = self._connection.execute(
+                f"select message_key from send_ledger where message_key in ({marks})"
+                " and not (state = 'deferred' and coalesce(next_attempt_at, '') <= ?)",
+                (*chunk, now),
+            )
+            blocked.update(key for (key,) in rows)
+        return {key for key in message_keys if key not in blocked}
 
     def reserve(self, campaign: str, purpose: str, send_date: str, batch: Iterable[Planned]) -> None:
         now = _now()
@@ -102,21 +155,91 @@ class Ledger(StateDb):
                     (message_key, campaign, purpose, send_date, patient_key, variant, state, attempts, updated_at)
                 values (?, ?, ?, ?, ?, ?, 'reserved', 1, ?)
                 on conflict (message_key) do update
-                    set state = 'reserved', attempts = attempts + 1, updated_at = excluded.updated_at
+                    set state = 'reserved', attempts = attempts + 1, reason = null, next_attempt_at = null,
+                        updated_at = excluded.updated_at
                     where send_ledger.state = 'deferred'
                 """,
                 [(p.message_key, campaign, purpose, send_date, p.patient_key, p.variant, now) for p in batch],
             )
 
-    def commit(self, outcomes: Iterable[tuple[str, str, int]]) -> None:
-        """Record (message_key, state, smtp_code) for messages this run reserved."""
+    def commit(self, outcomes: Iterable[Outcome]) -> None:
+        """Record what became of messages this run reserved."""
         now = _now()
         with self._transaction():
             self._connection.executemany(
-                "update send_ledger set state = ?, smtp_code = ?, updated_at = ?"
+                "update send_ledger set state = ?, smtp_code = ?, reason = ?, next_attempt_at = ?, updated_at = ?"
                 " where message_key = ? and state = 'reserved'",
-                [(state, code, now, key) for key, state, code in outcomes],
+                [(o.state, o.smtp_code, o.reason, o.next_attempt_at, now, o.message_key) for o in outcomes],
             )
+
+    def record_unsent(
+        self, campaign: str, purpose: str, send_date: str, batch: Iterable[tuple[Planned, Outcome]]
+    ) -> None:
+        """Record messages decided without sending (excluded just before sending, or deferred to the
+        send window); a deferred message keeps its attempt count."""
+        now = _now()
+        with self._transaction():
+            self._connection.executemany(
+                """
+                insert into send_ledger (message_key, campaign, purpose, send_date, patient_key, variant,
+                                         state, reason, next_attempt_at, attempts, updated_at)
+                values (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
+                on conflict (message_key) do update
+                    set state = excluded.state, reason = excluded.reason,
+                        next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at
+                    where send_ledger.state = 'deferred'
+                """,
+                [
+                    (
+                        p.message_key,
+                        campaign,
+                        purpose,
+                        send_date,
+                        p.patient_key,
+                        p.variant,
+                        o.state,
+                        o.reason,
+                        o.next_attempt_at,
+                        now,
+                    )
+                    for p, o in batch
+                ],
+            )
+
+    def attempts(self, message_keys: list[str]) -> dict[str, int]:
+        rows = []
+        for start in range(0, len(message_keys), _SQL_VARIABLES):
+            chunk = message_keys[start : start + _SQL_VARIABLES]
+            rows += self._connection.execute(
+                f"select message_key, attempts from send_ledger where message_key in ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        return dict(rows)
+
+    def held(self, campaign: str, send_date: str) -> list[str]:
+        rows = self._connection.execute(
+            "select message_key from send_ledger where campaign = ? and send_date = ? and state = 'held'"
+            " order by message_key",
+            (campaign, send_date),
+        )
+        return [key for (key,) in rows]
+
+    def resolve(self, campaign: str, send_date: str, message_keys: list[str] | None, resolution: str) -> int:
+        """An operator's verdict on held messages: ``delivered`` (the server has it), ``failed`` (give
+        it up) or ``resend`` (it never arrived: deferred, so the next run sends it). Returns how many."""
+        state = {"delivered": "delivered", "failed": "failed", "resend": "deferred"}[resolution]
+        keys = self.held(campaign, send_date) if message_keys is None else message_keys
+        now = _now()
+        with self._transaction():
+            changed = 0
+            for key in keys:
+                cursor = self._connection.execute(
+                    "update send_ledger set state = ?, reason = 'operator_' || ?, next_attempt_at = null,"
+                    " updated_at = ? where message_key = ? and campaign = ? and send_date = ? and state = 'held'",
+                    (state, resolution, now, key, campaign, send_date),
+                )
+                changed += cursor.rowcount
+        return changed
 
     def suppress(self, patient_keys: Iterable[str], reason: str, purpose: str, source: str) -> None:
         now = _now()
@@ -125,6 +248,19 @@ class Ledger(StateDb):
                 "insert or ignore into suppressions values (?, ?, ?, ?, ?)",
                 [(key, reason, purpose, source, now) for key in patient_keys],
             )
+
+    def suppressed_among(self, patient_keys: list[str], purpose: str) -> dict[str, str]:
+        """Patient key -> reason, for these patients only: the check made just before sending."""
+        found: dict[str, str] = {}
+        for start in range(0, len(patient_keys), _SQL_VARIABLES):
+            chunk = patient_keys[start : start + _SQL_VARIABLES]
+            rows = self._connection.execute(
+                f"select patient_key, min(reason) from suppressions where patient_key in ({','.join('?' * len(chunk))})"
+                " and purpose in (?, 'all') group by patient_key",
+                (*chunk, purpose),
+            )
+            found.update(rows.fetchall())
+        return found
 
     def suppressions_for(self, purpose: str) -> dict[str, str]:
         """Patient key -> reason, for suppressions that apply to a purpose (or to all purposes)."""

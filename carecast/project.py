@@ -19,6 +19,7 @@ from carecast.rendering import MessageTemplate, check_template_for_campaign, loa
 from carecast.retention import RetentionPolicy, load_policy
 from carecast.segment_check import SegmentNeeds, check_segment
 from carecast.segments import Segment, declare_segments, discover_segments
+from carecast.streams import Stream, load_streams
 
 SENSITIVE_CODES_SEED = "sensitive_codes"
 
@@ -42,7 +43,11 @@ class Project:
     policy: PurposePolicy
     templates: dict[str, MessageTemplate]
     campaigns: dict[str, Campaign]
+    streams: dict[str, Stream]
     retention: RetentionPolicy
+
+    def stream_of(self, campaign: Campaign) -> Stream:
+        return self.streams[campaign.stream]
 
 
 def load_project(root: Path | None = None) -> Project:
@@ -62,8 +67,19 @@ def load_project(root: Path | None = None) -> Project:
     segment_needs = {name: check_segment(segment, segments, registry, policy) for name, segment in segments.items()}
     templates = {p.name: load_template(p) for p in sorted((root / "templates").iterdir()) if p.is_dir()}
     campaigns = discover_campaigns(root / "campaigns")
+    streams = load_streams(root)
     for campaign in campaigns.values():
         where = root / "campaigns"
+        if campaign.stream not in streams:
+            raise CampaignDefinitionError(
+                f"{where}: campaign {campaign.name!r} names unknown stream {campaign.stream!r} ({sorted(streams)})"
+            )
+        if campaign.purpose not in streams[campaign.stream].purposes:
+            raise CampaignDefinitionError(
+                f"{where}: campaign {campaign.name!r} has purpose {campaign.purpose!r}, which the "
+                f"{streams[campaign.stream].kind} stream {campaign.stream!r} does not carry "
+                f"({list(streams[campaign.stream].purposes)})"
+            )
         if campaign.segment not in segments:
             raise CampaignDefinitionError(
                 f"{where}: campaign {campaign.name!r} names unknown segment {campaign.segment!r}"
@@ -82,7 +98,7 @@ def load_project(root: Path | None = None) -> Project:
             raise CampaignDefinitionError(
                 f"{where}: campaign {campaign.name!r} names unknown template {campaign.template!r}"
             )
-        check_template_for_campaign(templates[campaign.template], campaign)
+        check_template_for_campaign(templates[campaign.template], campaign, policy)
         segment_columns = segments[campaign.segment].header.columns
         for field, field_class in templates[campaign.template].spec.fields.items():
             if field in segment_columns and segment_columns[field] != field_class:
@@ -100,6 +116,7 @@ def load_project(root: Path | None = None) -> Project:
         policy=policy,
         templates=templates,
         campaigns=campaigns,
+        streams=streams,
         retention=load_policy(root),
     )
 

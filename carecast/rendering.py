@@ -3,7 +3,13 @@
 A template is a folder ``templates/<name>/`` with ``template.yaml`` (purposes, subject, preheader,
 fields it may use with their PHI class) and ``<locale>.md.j2`` bodies. Bodies are paragraphs
 separated by blank lines, with ``[label](url)`` links. The sandboxed environment fails on any
-undefined name, and a body that uses a field it did not declare is refused at load time.
+undefined name, and a body, subject or preheader that uses a field it did not declare is refused at
+load time, as is a marketing or fundraising subject line that could show more than a first name
+(subjects and previews are what lock screens and shared inboxes display).
+
+HTML is escaped as a whole when the Markdown-light body becomes HTML (every character of every
+substituted value, which is what autoescape would do), and link syntax inside values is neutralized
+first, so patient data can neither inject markup nor become a link.
 """
 
 from __future__ import annotations
@@ -16,15 +22,21 @@ from pathlib import Path
 
 import pyarrow as pa
 import yaml
-from jinja2 import StrictUndefined, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from carecast.campaigns import Campaign
+from carecast.policy import PurposePolicy
 from carecast.registry import PhiClass
+from carecast.streams import Stream
 
 CONTEXT_NAMES = {"organisation", "links", "locale"}
 """Names every template may use without declaring them: they come from the campaign, not a patient."""
+GREETING_FIELDS = frozenset({"first_name"})
+"""Identifiers any purpose may use to address the patient, and the only ones a marketing or
+fundraising subject line may hold."""
+GUARDED_SUBJECT_PURPOSES = ("marketing", "fundraising")
 _LINK = re.compile(r"(?<!\\)\[((?:[^\]\\]|\\.)+)\]\((https://[^)\s]+)\)")
 _ESCAPED = re.compile(r"\\([\\\[\]])")
 
@@ -37,7 +49,7 @@ def _neutralize(value: object) -> object:
 
 
 def _unescape(text: str) -> str:
-    return _ESCAPED.sub(r"\1", text)
+    return _ESCAPED.sub(r"\1", text) if "\\" in text else text
 
 
 class TemplateDefinitionError(ValueError):
@@ -73,6 +85,12 @@ class MessageTemplate:
     def compiled(self, locale: str):
         return self._environment.from_string(self.bodies[locale])
 
+    def compiled_subject(self, locale: str):
+        return self._environment.from_string(self.spec.subject[locale])
+
+    def compiled_preheader(self, locale: str):
+        return self._environment.from_string(self.spec.preheader.get(locale, ""))
+
 
 def load_template(folder: Path) -> MessageTemplate:
     try:
@@ -84,23 +102,64 @@ def load_template(folder: Path) -> MessageTemplate:
     if spec.default_locale not in bodies:
         raise TemplateDefinitionError(f"{folder}: no body for the default locale {spec.default_locale!r}")
     for locale, body in bodies.items():
-        used = meta.find_undeclared_variables(environment.parse(body))
-        undeclared = sorted(used - set(spec.fields) - CONTEXT_NAMES)
-        if undeclared:
-            raise TemplateDefinitionError(f"{folder / (locale + '.md.j2')}: uses undeclared field(s) {undeclared}")
         if locale not in spec.subject:
             raise TemplateDefinitionError(f"{folder / 'template.yaml'}: no subject for locale {locale!r}")
+        _check_fields(environment, body, spec, f"{folder / (locale + '.md.j2')}")
+        shown = _check_fields(environment, spec.subject[locale], spec, f"{folder / 'template.yaml'}: subject.{locale}")
+        shown |= _check_fields(
+            environment, spec.preheader.get(locale, ""), spec, f"{folder / 'template.yaml'}: preheader.{locale}"
+        )
+        _check_subject_line(spec, shown, f"{folder / 'template.yaml'}: subject/preheader.{locale}")
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return MessageTemplate(spec=spec, bodies=bodies, sha256=digest.hexdigest(), _environment=environment)
 
 
-def check_template_for_campaign(template: MessageTemplate, campaign: Campaign) -> None:
+def _check_fields(environment: SandboxedEnvironment, source: str, spec: TemplateSpec, where: str) -> set[str]:
+    """The declared fields ``source`` uses; an undeclared one is refused."""
+    try:
+        used = meta.find_undeclared_variables(environment.parse(source))
+    except TemplateSyntaxError as error:
+        raise TemplateDefinitionError(f"{where}: line {error.lineno}: {error.message}") from None
+    undeclared = sorted(used - set(spec.fields) - CONTEXT_NAMES)
+    if undeclared:
+        raise TemplateDefinitionError(f"{where}: uses undeclared field(s) {undeclared}")
+    return used & set(spec.fields)
+
+
+def _check_subject_line(spec: TemplateSpec, shown: set[str], where: str) -> None:
+    guarded = [p for p in spec.purposes if p in GUARDED_SUBJECT_PURPOSES]
+    revealing = sorted(
+        name
+        for name in shown
+        if spec.fields[name] == "clinical" or (spec.fields[name] == "identifier" and name not in GREETING_FIELDS)
+    )
+    if guarded and revealing:
+        raise TemplateDefinitionError(
+            f"{where}: uses {revealing}; a {'/'.join(guarded)} subject or preheader may hold no clinical "
+            f"field and no identifier beyond {sorted(GREETING_FIELDS)}"
+        )
+
+
+def check_template_for_campaign(template: MessageTemplate, campaign: Campaign, policy: PurposePolicy) -> None:
+    """The template must be declared for the campaign's purpose, and its fields' classes allowed for it
+    (``purposes.yaml``); greeting identifiers are allowed for every purpose."""
     if campaign.purpose not in template.spec.purposes:
         raise TemplateDefinitionError(
             f"template {template.spec.name!r} is not declared for purpose {campaign.purpose!r} "
             f"(it allows {list(template.spec.purposes)})"
+        )
+    allowed = set(policy.rule(campaign.purpose).classes)
+    refused = sorted(
+        f"{name} ({phi_class})"
+        for name, phi_class in template.spec.fields.items()
+        if phi_class not in allowed and name not in GREETING_FIELDS
+    )
+    if refused:
+        raise TemplateDefinitionError(
+            f"template {template.spec.name!r} uses field(s) {refused}, a class purpose {campaign.purpose!r} "
+            f"may not use (purposes.yaml allows {sorted(allowed)})"
         )
 
 
@@ -126,39 +185,83 @@ def message_key(campaign: Campaign, send_date: str, patient_key: str) -> str:
     return hashlib.sha256(f"{campaign.name}\x1f{send_date}\x1f{patient_key}".encode()).hexdigest()[:32]
 
 
-def footer(campaign: Campaign) -> tuple[str, str]:
-    sender = campaign.sender
-    text = f"\n--\n{sender.organisation}, {sender.postal_address}\n"
-    identity = html.escape(f"{sender.organisation}, {sender.postal_address}")
-    markup = f'<hr><p style="color:#555;font-size:12px">{identity}</p>'
-    return text, markup
+def footer(stream: Stream, unsubscribe_url: str | None) -> tuple[str, str]:
+    """The sender's identity and postal address; on a marketing stream also the opt-out (CAN-SPAM)."""
+    sender = stream.sender
+    identity = f"{sender.organisation}, {sender.postal_address}"
+    text = f"\n--\n{identity}\n"
+    markup = f'<hr><p style="color:#555;font-size:12px">{html.escape(identity)}'
+    if unsubscribe_url:
+        text += (
+            f"You receive this because you agreed to hear from {sender.organisation}. Unsubscribe: {unsubscribe_url}\n"
+        )
+        markup += (
+            f"<br>You receive this because you agreed to hear from {html.escape(sender.organisation)}."
+            f' <a href="{html.escape(unsubscribe_url)}">Unsubscribe</a>'
+        )
+    return text, markup + "</p>"
 
 
-def render_outbox(campaign: Campaign, template: MessageTemplate, recipients: pa.Table, send_date: str) -> pa.Table:
-    """One message per recipient row (patient_key, variant, email, preferred_language, fields...)."""
-    check_template_for_campaign(template, campaign)
+OUTBOX_COLUMNS = (
+    "message_key",
+    "patient_key",
+    "variant",
+    "locale",
+    "to_addr",
+    "subject",
+    "body_text",
+    "body_html",
+    "unsubscribe_token",
+)
+
+
+def render_outbox(
+    campaign: Campaign,
+    stream: Stream,
+    template: MessageTemplate,
+    recipients: pa.Table,
+    send_date: str,
+    unsubscribe_tokens: list[str] | None = None,
+) -> pa.Table:
+    """One message per recipient row (patient_key, variant, email, preferred_language, fields...).
+
+    On a marketing stream every message needs its unsubscribe token (one per recipient, same order):
+    the footer links to it and delivery puts it in the List-Unsubscribe headers."""
+    if stream.unsubscribe is not None and (
+        unsubscribe_tokens is None or len(unsubscribe_tokens) != recipients.num_rows
+    ):
+        raise ValueError("a marketing stream needs one unsubscribe token per recipient")
     fields = list(template.spec.fields)
-    compiled = {locale: template.compiled(locale) for locale in template.locales}
-    base_context = {"organisation": campaign.sender.organisation, "links": campaign.links}
-    columns: dict[str, list[str]] = {
-        name: []
-        for name in ("message_key", "patient_key", "variant", "locale", "to_addr", "subject", "body_text", "body_html")
+    compiled = {
+        locale: (template.compiled(locale), template.compiled_subject(locale), template.compiled_preheader(locale))
+        for locale in template.locales
     }
-    footer_text, footer_html = footer(campaign)
-    rows = recipients.to_pylist()
-    for row in rows:
+    base_context = {"organisation": stream.sender.organisation, "links": campaign.links}
+    columns: dict[str, list[str]] = {name: [] for name in OUTBOX_COLUMNS}
+    for index, row in enumerate(recipients.to_pylist()):
         locale = template.locale_for(row.get("preferred_language"))
         context = {**base_context, "locale": locale, **{name: row[name] for name in fields}}
-        text, markup = markdown_to_parts(compiled[locale].render(context))
+        body, subject, preheader = compiled[locale]
+        token = unsubscribe_tokens[index] if stream.unsubscribe is not None and unsubscribe_tokens else ""
+        footer_text, footer_html = footer(stream, f"{stream.unsubscribe.url}/{token}" if token else None)
+        text, markup = markdown_to_parts(body.render(context))
         columns["message_key"].append(message_key(campaign, send_date, row["patient_key"]))
         columns["patient_key"].append(row["patient_key"])
         columns["variant"].append(row["variant"])
         columns["locale"].append(locale)
         columns["to_addr"].append(row["email"])
-        columns["subject"].append(template.spec.subject[locale])
+        columns["subject"].append(_one_line(_unescape(subject.render(context))))
         columns["body_text"].append(text + footer_text)
-        columns["body_html"].append(_html_document(markup + footer_html, template.spec.preheader.get(locale, "")))
+        columns["body_html"].append(
+            _html_document(markup + footer_html, _one_line(_unescape(preheader.render(context))))
+        )
+        columns["unsubscribe_token"].append(token)
     return pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+
+
+def _one_line(value: str) -> str:
+    """Subjects and preheaders are single lines: whitespace runs (a value's newline too) become one space."""
+    return " ".join(value.split())
 
 
 def _html_document(body: str, preheader: str) -> str:

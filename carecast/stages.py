@@ -22,12 +22,15 @@ from carecast.audience import (
     ledger_exclusions,
 )
 from carecast.campaigns import Campaign
-from carecast.delivery import Transport, deliver_outbox
+from carecast.delivery import TransportSpec
+from carecast.delivery import deliver_campaign as deliver_campaign_run
+from carecast.delivery.engine import OUTBOX_ROW_GROUP
 from carecast.ingest.journal import IngestJournal
 from carecast.ingest.landing import MANIFEST, SUCCESS_MARKER, NoCompleteBatchError, pending_files
 from carecast.ingest.load import IngestReport, apply_file
 from carecast.lake import DatasetVersion, LakeRead
 from carecast.ledger import Ledger
+from carecast.link_tokens import LinkTokens
 from carecast.models.expectations import ExpectationResult, run_expectations
 from carecast.models.runner import describe_reads, run_sql
 from carecast.models.tests import ModelTestResult, run_model_tests
@@ -36,6 +39,7 @@ from carecast.rendering import render_outbox
 from carecast.reporting import CampaignSummary, write_report
 from carecast.runtime import Runtime
 from carecast.segments import check_segment_output
+from carecast.send_windows import DEFAULT_FALLBACK_ZONE, time_zones_for
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,9 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     # A field the segment declares (say latest_hba1c) comes from the segment; the rest from the profile.
     from_segment = [name for name in template.spec.fields if name in segment.header.columns]
     from_profile = [name for name in template.spec.fields if name not in segment.header.columns]
-    profile_columns = list(dict.fromkeys(["patient_id", "email", "preferred_language", *from_profile]))
+    # The address (state, ZIP) is read only to find time zones for a campaign with a send window.
+    address = ["state", "zip_code"] if campaign.send_window is not None else []
+    profile_columns = list(dict.fromkeys(["patient_id", "email", "preferred_language", *from_profile, *address]))
     profile = lake.read("mart_patient_profile", profile_columns)
     reads = [members, profile]
     sendable = members.table.filter(pc.not_equal(members.table.column("variant"), HOLDOUT))
@@ -222,9 +228,22 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
         reads.append(lake.read(segment.dataset, ["patient_id", *from_segment]))
         recipients = recipients.join(reads[-1].table, "patient_id", join_type="inner")
     recipients = recipients.sort_by("patient_key")
-    outbox = render_outbox(campaign, template, recipients.drop_columns(["patient_id"]), runtime.send_date)
+    stream = runtime.project.stream_of(campaign)
+    tokens = None
+    if stream.unsubscribe is not None:
+        tokens = LinkTokens.load_or_create(runtime.kms, runtime.home.keys).issue_many(
+            recipients.column("patient_key").to_pylist(), campaign.name, campaign.purpose, "unsubscribe"
+        )
+    outbox = render_outbox(
+        campaign, stream, template, recipients.drop_columns(["patient_id"]), runtime.send_date, tokens
+    )
+    if campaign.send_window is not None:
+        zones = time_zones_for(
+            recipients.column("state").to_pylist(), recipients.column("zip_code").to_pylist(), DEFAULT_FALLBACK_ZONE
+        )
+        outbox = outbox.append_column("time_zone", pa.array(zones, pa.string()))
     runtime.start_epoch("message")
-    version = lake.write(outbox_dataset(campaign), outbox)
+    version = lake.write(outbox_dataset(campaign), outbox, row_group_rows=OUTBOX_ROW_GROUP)
     with Ledger(runtime.home.state_db) as ledger:
         ledger.record_stage(campaign.name, runtime.send_date, "render", {"rendered": outbox.num_rows})
     metadata = {
@@ -238,18 +257,14 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     return StageResult(metadata=metadata, written=version)
 
 
-def deliver_campaign(runtime: Runtime, campaign: Campaign, transport: Transport) -> StageResult:
-    outbox = runtime.lake.read(outbox_dataset(campaign))
-    with Ledger(runtime.home.state_db) as ledger:
-        report = deliver_outbox(outbox.table, campaign, runtime.send_date, ledger, transport)
-    metadata = {
-        "outbox": report.outbox,
-        "attempted": report.attempted,
-        "held_in_doubt_now": report.held_in_doubt,
-        "already_final": report.skipped_final,
-        "ledger_states": report.states,
-        **describe_reads(runtime.lake, (outbox,)),
-    }
+def deliver_campaign(
+    runtime: Runtime,
+    campaign: Campaign,
+    target: TransportSpec,
+    workers: int | None = None,
+    chunk_rows: int | None = None,
+) -> StageResult:
+    metadata = deliver_campaign_run(runtime, campaign, target, outbox_dataset(campaign), workers, chunk_rows)
     return StageResult(metadata=metadata)
 
 

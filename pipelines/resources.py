@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -16,9 +15,8 @@ import dagster as dg
 from carecast.crypto.access_log import AccessLog, access_context
 from carecast.crypto.aws_kms import AwsKms
 from carecast.crypto.kms import Kms, LocalKms
-from carecast.delivery import Transport
+from carecast.delivery import TransportSpec, open_target
 from carecast.home import CarecastHome
-from carecast.mail import EmbeddedSink, Mailbox, SmtpTransport, ensure_sink_certificate
 from carecast.project import Project
 from carecast.runtime import Runtime
 
@@ -56,24 +54,31 @@ class CarecastResource(dg.ConfigurableResource):
 
 
 class MailTransportResource(dg.ConfigurableResource):
-    """``embedded_sink``: a local STARTTLS SMTP server started for the step, storing mail encrypted
-    under ``CARECAST_HOME/mailbox``. ``smtp``: a real relay at host:port, certificate pinned."""
+    """Where mail goes, swapped by configuration. ``embedded_sink``: a local STARTTLS SMTP server
+    started for the step, storing mail encrypted under ``CARECAST_HOME/mailbox``. ``smtp``: a real
+    relay at host:port, its certificate pinned. ``ses``: Amazon SES v2 (raw messages; credentials
+    from boto3's usual chain). Sender identity, DKIM and limits come from the campaign's stream."""
 
-    kind: Literal["embedded_sink", "smtp"] = "embedded_sink"
+    kind: Literal["embedded_sink", "smtp", "ses"] = "embedded_sink"
     host: str = "127.0.0.1"
     port: int = 587
     server_hostname: str = "localhost"
     pinned_cert_path: str = ""
+    ses_region: str = ""
+    ses_configuration_set: str = ""
+    workers: int = 0
+    """Delivery worker processes; 0 takes the stream's setting."""
 
     @contextlib.contextmanager
-    def open(self, runtime: Runtime) -> Iterator[Transport]:
-        if self.kind == "smtp":
-            pinned = Path(self.pinned_cert_path).read_bytes()
-            with SmtpTransport(self.host, self.port, pinned, server_hostname=self.server_hostname) as transport:
-                yield transport
-            return
-        cert_path, key_path = ensure_sink_certificate(runtime.home.keys / "sink")
-        runtime.start_epoch("mailbox")
-        with Mailbox(runtime.home.mailbox, runtime.kms) as mailbox, EmbeddedSink(mailbox, cert_path, key_path) as sink:
-            with SmtpTransport(sink.host, sink.port, cert_path.read_bytes()) as transport:
-                yield transport
+    def open(self, runtime: Runtime) -> Iterator[TransportSpec]:
+        with open_target(
+            runtime,
+            self.kind,
+            host=self.host,
+            port=self.port,
+            server_hostname=self.server_hostname,
+            pinned_cert_path=self.pinned_cert_path,
+            ses_region=self.ses_region,
+            ses_configuration_set=self.ses_configuration_set or None,
+        ) as target:
+            yield target

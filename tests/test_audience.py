@@ -26,7 +26,6 @@ def _campaign(purpose: str, **extra) -> Campaign:
             "template": "t",
             "purpose": purpose,
             "stream": stream,
-            "sender": {"from": "a@example.org", "organisation": "Org", "postal_address": "1 St"},
             **extra,
         }
     )
@@ -205,7 +204,7 @@ def test_frequency_cap_counts_every_campaign_of_the_purpose_in_a_rolling_window(
     from datetime import date
 
     from carecast.audience import ledger_exclusions
-    from carecast.ledger import Ledger, Planned
+    from carecast.ledger import Ledger, Outcome, Planned
     from carecast.policy import FrequencyCap
 
     campaign = _campaign("marketing")
@@ -216,7 +215,7 @@ def test_frequency_cap_counts_every_campaign_of_the_purpose_in_a_rolling_window(
         # another purpose, and a bounced message, do not count
         ledger.reserve("reminder", "treatment", "2026-11-20", [Planned("m3", "other_purpose", "A")])
         ledger.reserve("spring_news", "marketing", "2026-11-20", [Planned("m4", "bounced", "A")])
-        ledger.commit([("m4", "bounced", 550)])
+        ledger.commit([Outcome("m4", "bounced", 550, "hard_bounce")])
         # this campaign's own earlier attempt today is the run being re-planned: it does not count
         ledger.reserve(campaign.name, "marketing", "2026-11-23", [Planned("m5", "rerun", "A")])
         excluded = ledger_exclusions(ledger, campaign, [FrequencyCap(messages=1, days=7)], date(2026, 11, 23))

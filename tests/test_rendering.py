@@ -5,9 +5,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from carecast.campaigns import CampaignDefinitionError, load_campaign
+from carecast.campaigns import CampaignDefinitionError
 from carecast.project import Project
 from carecast.rendering import TemplateDefinitionError, load_template, markdown_to_parts, render_outbox
+from tests.project_copy import copy_project
 
 
 def _recipients(*rows: tuple[str, str, str]) -> pa.Table:
@@ -29,7 +30,11 @@ def test_outbox_has_one_message_per_recipient_in_their_language(project: Project
     campaign = project.campaigns["breast_screening_reminder"]
     template = project.templates[campaign.template]
     outbox = render_outbox(
-        campaign, template, _recipients(("Ann1", "en", ""), ("Luz2", "es", ""), ("Kim3", "vi", "")), "2026-11-23"
+        campaign,
+        project.stream_of(campaign),
+        template,
+        _recipients(("Ann1", "en", ""), ("Luz2", "es", ""), ("Kim3", "vi", "")),
+        "2026-11-23",
     )
     rows = outbox.to_pylist()
     assert [r["locale"] for r in rows] == ["en", "es", "en"]
@@ -37,7 +42,8 @@ def test_outbox_has_one_message_per_recipient_in_their_language(project: Project
     assert "Estimada/o Luz2" in rows[1]["body_text"]
     assert campaign.links["schedule"] in rows[0]["body_text"]
     assert f'<a href="{campaign.links["schedule"]}">' in rows[0]["body_html"]
-    assert campaign.sender.postal_address in rows[0]["body_text"]
+    assert project.stream_of(campaign).sender.postal_address in rows[0]["body_text"]
+    assert "Unsubscribe" not in rows[0]["body_text"], "treatment mail has no opt-out footer"
     assert len({r["message_key"] for r in rows}) == 3
 
 
@@ -45,9 +51,10 @@ def test_message_keys_are_stable_across_renders(project: Project) -> None:
     campaign = project.campaigns["breast_screening_reminder"]
     template = project.templates[campaign.template]
     recipients = _recipients(("Ann1", "en", ""))
-    first = render_outbox(campaign, template, recipients, "2026-11-23").column("message_key")
-    again = render_outbox(campaign, template, recipients, "2026-11-23").column("message_key")
-    next_day = render_outbox(campaign, template, recipients, "2026-11-24").column("message_key")
+    stream = project.stream_of(campaign)
+    first = render_outbox(campaign, stream, template, recipients, "2026-11-23").column("message_key")
+    again = render_outbox(campaign, stream, template, recipients, "2026-11-23").column("message_key")
+    next_day = render_outbox(campaign, stream, template, recipients, "2026-11-24").column("message_key")
     assert first.equals(again) and not first.equals(next_day)
 
 
@@ -70,14 +77,77 @@ def test_undeclared_template_field_is_refused_at_load(tmp_path: Path, project: P
         load_template(folder)
 
 
-def test_purpose_that_does_not_match_the_stream_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text(
-        "name: bad\nsegment: s\ntemplate: t\npurpose: marketing\nstream: transactional\n"
-        "sender: {from: a@example.org, organisation: O, postal_address: P}\n"
+def test_purpose_that_does_not_match_the_stream_is_refused_at_load(tmp_path: Path) -> None:
+    from carecast.project import load_project
+
+    root = copy_project(tmp_path)
+    path = root / "campaigns" / "breast_screening_reminder.yaml"
+    path.write_text(path.read_text().replace("stream: transactional", "stream: marketing"))
+    with pytest.raises(CampaignDefinitionError, match="which the marketing stream 'marketing' does not carry"):
+        load_project(root)
+
+
+def test_a_marketing_stream_without_unsubscribe_is_refused(tmp_path: Path) -> None:
+    from carecast.streams import StreamDefinitionError, load_streams
+
+    root = copy_project(tmp_path)
+    text = (root / "streams.yaml").read_text()
+    start = text.index("  unsubscribe:")
+    (root / "streams.yaml").write_text(text[:start] + text[text.index("  connections:", start) :])
+    with pytest.raises(StreamDefinitionError, match="a marketing stream needs `unsubscribe`"):
+        load_streams(root)
+
+
+@pytest.mark.parametrize(
+    ("subject", "fields", "refused"),
+    [
+        # A diagnosis in a subject line shows on lock screens: refused for marketing.
+        ("News about your {{ condition }}", "first_name: identifier\n  condition: clinical", "condition"),
+        # The last name identifies the patient more than a greeting needs.
+        ("Hello {{ last_name }}", "first_name: identifier\n  last_name: identifier", "last_name"),
+    ],
+)
+def test_marketing_subject_line_phi_is_refused_at_load(tmp_path: Path, subject: str, fields: str, refused: str) -> None:
+    folder = tmp_path / "promo"
+    folder.mkdir()
+    (folder / "template.yaml").write_text(
+        f'name: promo\npurposes: [marketing]\nfields:\n  {fields}\nsubject:\n  en: "{subject}"\n'
     )
-    with pytest.raises(CampaignDefinitionError, match="cannot be sent on the 'transactional' stream"):
-        load_campaign(path)
+    (folder / "en.md.j2").write_text("Dear {{ first_name }}, see what is new.")
+    with pytest.raises(TemplateDefinitionError, match=rf"uses \['{refused}'\]; a marketing subject or preheader"):
+        load_template(folder)
+
+
+def test_a_first_name_in_a_marketing_subject_is_allowed_and_treatment_subjects_may_say_more(tmp_path: Path) -> None:
+    for purpose, subject in (
+        ("marketing", "{{ first_name }}, new classes"),
+        ("treatment", "About your {{ condition }}"),
+    ):
+        folder = tmp_path / purpose
+        folder.mkdir()
+        (folder / "template.yaml").write_text(
+            f"name: {purpose}\npurposes: [{purpose}]\nfields:\n  first_name: identifier\n  condition: clinical\n"
+            f'subject:\n  en: "{subject}"\n'
+        )
+        (folder / "en.md.j2").write_text("Dear {{ first_name }}.")
+        assert load_template(folder).spec.purposes == (purpose,)
+
+
+def test_a_template_field_class_the_purpose_may_not_use_is_refused(tmp_path: Path, project: Project) -> None:
+    from carecast.rendering import check_template_for_campaign
+
+    folder = tmp_path / "fund"
+    folder.mkdir()
+    (folder / "template.yaml").write_text(
+        "name: fund\npurposes: [fundraising]\nfields:\n  first_name: identifier\n  condition: clinical\n"
+        "subject:\n  en: Support our clinic\n"
+    )
+    (folder / "en.md.j2").write_text("Dear {{ first_name }}, we treated your {{ condition }}.")
+    campaign = project.campaigns["breast_screening_reminder"].model_copy(
+        update={"purpose": "fundraising", "stream": "marketing"}
+    )
+    with pytest.raises(TemplateDefinitionError, match=r"uses field\(s\) \['condition \(clinical\)'\]"):
+        check_template_for_campaign(load_template(folder), campaign, project.policy)
 
 
 def test_built_message_parses_back(project: Project) -> None:
@@ -87,9 +157,10 @@ def test_built_message_parses_back(project: Project) -> None:
 
     campaign = project.campaigns["breast_screening_reminder"]
     template = project.templates[campaign.template]
-    row = render_outbox(campaign, template, _recipients(("Luz2", "es", "")), "2026-11-23").to_pylist()[0]
+    stream = project.stream_of(campaign)
+    row = render_outbox(campaign, stream, template, _recipients(("Luz2", "es", "")), "2026-11-23").to_pylist()[0]
     raw = build_message(
-        from_addr=campaign.sender.from_address,
+        from_addr=stream.sender.from_address,
         to_addr=row["to_addr"],
         subject=row["subject"],
         text=row["body_text"],
@@ -103,7 +174,6 @@ def test_built_message_parses_back(project: Project) -> None:
 
 
 def test_a_template_uses_the_extra_columns_its_segment_declares(tmp_path: Path) -> None:
-    import shutil
     from datetime import date
 
     from carecast import stages
@@ -111,9 +181,7 @@ def test_a_template_uses_the_extra_columns_its_segment_declares(tmp_path: Path) 
     from carecast.project import CHECKOUT_DIR, load_project
     from carecast.runtime import Runtime
 
-    for folder in ("dbt_like_models", "segments", "templates", "campaigns"):
-        shutil.copytree(CHECKOUT_DIR / folder, tmp_path / folder)
-    shutil.copy(CHECKOUT_DIR / "purposes.yaml", tmp_path)
+    copy_project(tmp_path)
     template_dir = tmp_path / "templates" / "hba1c_outreach"
     template_dir.mkdir()
     (template_dir / "template.yaml").write_text(

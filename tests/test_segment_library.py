@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from carecast.project import CHECKOUT_DIR, load_project
 from carecast.segment_tests import fixture_path, run_segment_fixtures
+from tests.project_copy import copy_project
 
 PROJECT = load_project(CHECKOUT_DIR)
 KINDS = {
@@ -38,9 +38,7 @@ def test_library_covers_the_four_kinds_and_includes_segments() -> None:
 
 
 def test_a_wrong_expectation_fails(tmp_path: Path) -> None:
-    for folder in ("dbt_like_models", "segments", "templates", "campaigns"):
-        shutil.copytree(CHECKOUT_DIR / folder, tmp_path / folder)
-    shutil.copy(CHECKOUT_DIR / "purposes.yaml", tmp_path)
+    copy_project(tmp_path)
     fixture = tmp_path / "segments" / "lapsed_engagement.test.yml"
     fixture.write_text(
         fixture.read_text().replace("expect: [never_opened, opened_long_ago]", "expect: [opened_lately]")

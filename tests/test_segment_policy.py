@@ -3,14 +3,14 @@ before any data is read (these projects have no data home at all)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from carecast.models.project import ModelDefinitionError
-from carecast.project import CHECKOUT_DIR, load_project
+from carecast.project import load_project
 from carecast.sql.confine import SqlConfinementError
+from tests.project_copy import copy_project
 
 
 def _header(name: str, purposes: str, extra: str = "") -> str:
@@ -19,10 +19,7 @@ def _header(name: str, purposes: str, extra: str = "") -> str:
 
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:
-    for folder in ("dbt_like_models", "segments", "templates", "campaigns"):
-        shutil.copytree(CHECKOUT_DIR / folder, tmp_path / folder)
-    shutil.copy(CHECKOUT_DIR / "purposes.yaml", tmp_path)
-    return tmp_path
+    return copy_project(tmp_path)
 
 
 def _refused(project_dir: Path, name: str, text: str) -> str:

@@ -33,16 +33,18 @@ def sink_tls_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
 
 
 class SinkHandler:
-    """aiosmtpd handler: refuses hard-bounce domains at RCPT, stores the rest in the mailbox.
+    """aiosmtpd handler: refuses hard-bounce domains at RCPT (550), defers deferring domains (451, as a
+    greylisting or throttling server would), stores the rest in the mailbox.
 
     Replies never echo an address or an exception text back to the client. The mailbox commits
     in batches, so after each store a flush is scheduled shortly after: when the client pauses,
     what it was told is stored gets committed without waiting for the batch to fill.
     """
 
-    def __init__(self, mailbox: Mailbox, hard_bounce_domains: Iterable[str]):
+    def __init__(self, mailbox: Mailbox, hard_bounce_domains: Iterable[str], deferring_domains: Iterable[str] = ()):
         self.mailbox = mailbox
         self.hard_bounce_domains = frozenset(domain.lower() for domain in hard_bounce_domains)
+        self.deferring_domains = frozenset(domain.lower() for domain in deferring_domains)
         self._flush_scheduled: asyncio.TimerHandle | None = None
 
     async def handle_RCPT(
@@ -53,8 +55,11 @@ class SinkHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if address.rpartition("@")[2].lower() in self.hard_bounce_domains:
+        domain = address.rpartition("@")[2].lower()
+        if domain in self.hard_bounce_domains:
             return "550 5.1.1 Recipient address rejected: mailbox unavailable"
+        if domain in self.deferring_domains:
+            return "451 4.7.1 Try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -121,10 +126,11 @@ class EmbeddedSink:
         host: str = "127.0.0.1",
         port: int = 0,
         hard_bounce_domains: Iterable[str] = ("bounce.invalid",),
+        deferring_domains: Iterable[str] = ("defer.invalid",),
     ):
         _redact_aiosmtpd_logs()
         self.mailbox = mailbox
-        self.handler = self.handler_class(mailbox, hard_bounce_domains)
+        self.handler = self.handler_class(mailbox, hard_bounce_domains, deferring_domains)
         self._controller = _EphemeralPortController(
             self.handler,
             hostname=host,
