@@ -124,7 +124,8 @@ def _text_part(body: str, subtype: bytes) -> bytes:
     else:
         encoding = b"base64"
         payload = base64.encodebytes(encoded).replace(b"\n", _CRLF)
-    return (
-        b'Content-Type: text/%b; charset="utf-8"\r\nContent-Transfer-Encoding: %b\r\n\r\n%b'
-        % (subtype, encoding, payload)
+    return b'Content-Type: text/%b; charset="utf-8"\r\nContent-Transfer-Encoding: %b\r\n\r\n%b' % (
+        subtype,
+        encoding,
+        payload,
     )
