@@ -159,14 +159,16 @@ def test_two_hundred_messages_on_one_connection_are_stored_encrypted(
     kms: LocalKms,
 ) -> None:
     sent = {f"patient{index}@example.org": _message(index) for index in range(200)}
+    sent["dots@example.org"] = _message(200).replace(b"\r\n\r\n", b"\r\n\r\n.leading dot\r\n..two\r\n.\r\n", 1)
     with _transport(sink, tls[0]) as transport:
+        assert transport._smtp.has_extn("pipelining"), "the pipelined transaction is the one under test"
         outcomes = [transport.send(raw, SENDER, recipient) for recipient, raw in sent.items()]
     sink.stop()
     mailbox.close()
 
     assert set(outcomes) == {SendOutcome("delivered", 250, "2.0.0")}
     reopened = Mailbox(tmp_path / "mailbox", kms)
-    assert reopened.count() == 200
+    assert reopened.count() == 201
     stored = list(reopened.read_all())
     assert {message.rcpt_tos: message.data for message in stored} == {(rcpt,): raw for rcpt, raw in sent.items()}
     assert all(message.mail_from == SENDER for message in stored)
