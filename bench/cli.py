@@ -28,6 +28,13 @@ DEFAULT_MAIL_SAMPLE = 50_000
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=None,
+        help="messages in the delivery bench (render, DKIM-sign, send to Postfix and to the embedded sink; "
+        "default: as many as --patients)",
+    )
     parser.add_argument("--keep", type=Path, help="use this folder as CARECAST_HOME and keep it afterwards")
     parser.add_argument(
         "--mail-sample",
@@ -85,6 +92,26 @@ def _measure_naive(home: Path, mail_sample: int) -> tuple[dict[str, Any], dict[s
     finally:
         shutil.rmtree(plain_marts, ignore_errors=True)
     return ingest, pipeline, segments
+
+
+def _measure_delivery(home: Path, messages: int) -> dict[str, dict[str, Any]]:
+    """Render + deliver ``messages`` to Postfix (naive sample to the same server) and to the sink."""
+    measured = {}
+    for name, target, args in (
+        ("deliver_postfix", "bench.delivery:to_postfix", (home / "postfix-work",)),
+        ("deliver_sink", "bench.delivery:to_embedded_sink", ()),
+    ):
+        folder = home / name
+        run_isolated("bench.delivery:prepare", folder, messages)
+        measured[name] = run_isolated(target, folder, *args)
+        _progress(f"{name}: {measured[name]['seconds']:.1f} s, {measured[name]['messages_per_second']:,}/s")
+        shutil.rmtree(folder, ignore_errors=True)
+    naive = measured["deliver_postfix"].pop("naive")
+    _progress(f"naive delivery: {naive['rate']}/s over {naive['messages']:,} messages")
+    for entry in measured.values():
+        entry["baseline_seconds"] = round(messages / naive["rate"], 1)
+        entry["baseline_sampled_rows"] = naive["messages"]
+    return measured
 
 
 def _stage(seconds: float, baseline: float | None, peak_mb: float, **extra: Any) -> dict[str, Any]:
@@ -216,7 +243,19 @@ def main(argv: list[str] | None = None) -> int:
         carecast = _measure_carecast(home, args.patients)
         ingest, pipeline, segments = _measure_naive(home, args.mail_sample)
         parquet = run_isolated("bench.parquet_cost:parquet_cost", home)
+        delivery = _measure_delivery(home, args.messages or args.patients)
     stages = _summarize(args.patients, carecast, ingest, pipeline, segments, parquet)
+    for name, entry in delivery.items():
+        stages[name] = _stage(
+            entry["seconds"],
+            entry["baseline_seconds"],
+            entry["peak_mb"],
+            rows=entry["rows"],
+            messages_per_second=entry["messages_per_second"],
+            render_seconds=entry["render_seconds"],
+            baseline_sampled_rows=entry["baseline_sampled_rows"],
+            **{k: entry[k] for k in ("postfix_cpu_ms_per_message", "postfix_confirmed") if k in entry},
+        )
     audience = {"carecast": carecast["audiences"]["campaign_audience"], "naive": pipeline["rows"]["audience"]}
     check = _segments_check(carecast, segments)
     combined = _combined(stages)

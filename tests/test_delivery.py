@@ -274,3 +274,34 @@ def test_messages_outside_the_send_window_wait_for_its_opening(home, project, ca
         second = deliver_table(outbox, plan, ledger, spec.open, clock=lambda: clock[0])
     assert first.outcomes == {"delivered": 1, "deferred": 1} and first.reasons == {"deferred:send_window": 1}
     assert second.outcomes == {"delivered": 1}
+
+
+def test_the_ses_transport_delivers_signed_mail_without_signing_what_ses_rewrites(
+    home, project, campaign, outbox, dkim_keys, monkeypatch
+) -> None:
+    import boto3
+    from moto import mock_aws
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    from carecast.mail.ses_transport import SesTransport
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    spec = TransportSpec(kind="ses", ses_region="us-east-1")
+    with mock_aws():
+        boto3.client("sesv2", region_name="us-east-1").create_email_identity(EmailIdentity="riverside-health.example.org")
+        with Ledger(home.state_db) as ledger:
+            counts = deliver_table(
+                outbox,
+                _plan(project, campaign, spec, dkim_keys),
+                ledger,
+                lambda: SesTransport(boto3.client("sesv2", region_name="us-east-1")),
+            )
+        sent = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    # moto accepts every recipient (the sink's bounce domain means nothing to it)
+    assert counts.outcomes == {"delivered": 50} and len(sent) == 50
+    raw = sent[0].raw_data.encode() if isinstance(sent[0].raw_data, str) else sent[0].raw_data
+    signature = email.message_from_bytes(raw, policy=email.policy.default)["DKIM-Signature"]
+    signed = signature.split("h=")[1].split(";")[0].replace(" ", "").lower()
+    assert "message-id" not in signed and "date" not in signed and "from" in signed

@@ -422,3 +422,16 @@ def test_fast_relaxed_body_equals_dkimpy(parts: list[bytes]) -> None:
 def test_fast_relaxed_headers_equal_dkimpy(name: bytes, parts: list[bytes]) -> None:
     value = b"".join(parts) + b"\r\n"
     assert _relaxed_headers([[name, value]]) == Relaxed.canonicalize_headers([[name, value]])
+
+
+def test_headers_the_path_rewrites_can_be_left_unsigned(keys: DkimKeys) -> None:
+    # SES replaces Message-ID and Date on raw messages: a signature over them would break in transit.
+    signer = keys.signer(unsigned=("Message-ID", "Date"))
+    signed = signer.sign(MESSAGES["multipart-non-ascii"], timestamp=T)
+    h = [name.strip() for name in re.split(rb"\s*:\s*", _tag(signed, b"h"))]
+    assert (
+        b"message-id" not in h and b"date" not in h and h == [n for n in BUILT_H if n not in (b"message-id", b"date")]
+    )
+    rewritten = re.sub(rb"Message-ID: <[^>]+>", b"Message-ID: <0100abc@email.amazonses.com>", signed)
+    assert rewritten != signed and _verify(rewritten, keys)
+    assert pickle.loads(pickle.dumps(signer)).unsigned == ("message-id", "date")

@@ -222,7 +222,8 @@ def deliver_table(
     clock: Callable[[], datetime] = _utc_now,
 ) -> DeliveryCounts:
     """Deliver an outbox in this process over ``plan.stream.connections`` connections."""
-    composer = Composer(plan.campaign, plan.stream, plan.dkim.signer() if plan.dkim else None, clock)
+    signer = plan.dkim.signer(unsigned=plan.transport.rewritten_headers) if plan.dkim else None
+    composer = Composer(plan.campaign, plan.stream, signer, clock)
     with ConnectionPool(open_transport, plan.stream.connections, limiter, plan.stream.retry) as pool:
         sender = ShardSender(plan, ledger, pool, composer, clock)
         return sender.send_all(chunks_of(outbox.select(outbox_columns(outbox.column_names)), plan.chunk_rows))

@@ -32,6 +32,12 @@ class TransportSpec(BaseModel):
     ses_region: str = ""
     ses_configuration_set: str | None = None
 
+    @property
+    def rewritten_headers(self) -> tuple[str, ...]:
+        """Headers the path replaces, so a DKIM signature must not cover them: SES sets its own
+        Message-ID and Date on raw messages (its developer guide says not to sign them)."""
+        return ("message-id", "date") if self.kind == "ses" else ()
+
     def open(self) -> Transport:
         if self.kind == "smtp":
             transport = SmtpTransport(self.host, self.port, self.pinned_cert_pem.encode(), self.server_hostname)

@@ -213,6 +213,7 @@ class DkimSigner:
         ed25519_selector: str | None = None,
         ed25519_key: ed25519.Ed25519PrivateKey | None = None,
         oversign: tuple[str, ...] = OVERSIGNED_HEADERS,
+        unsigned: tuple[str, ...] = (),
     ):
         if not isinstance(rsa_key, rsa.RSAPrivateKey) or rsa_key.key_size < _MIN_RSA_BITS:
             raise DkimError(f"an RSA private key of at least {_MIN_RSA_BITS} bits is required")
@@ -228,7 +229,8 @@ class DkimSigner:
         self.oversign = tuple(name.lower() for name in oversign)
         self._rsa_key = rsa_key
         self._ed25519_key = ed25519_key
-        self._signed = frozenset(name.encode() for name in SIGNED_HEADERS)
+        self.unsigned = tuple(name.lower() for name in unsigned)
+        self._signed = frozenset(name.encode() for name in SIGNED_HEADERS if name.lower() not in self.unsigned)
         self._oversign = tuple(name.encode() for name in self.oversign)
         self._selected = self._signed.union(self._oversign)  # the headers select_headers may pick
 
@@ -248,8 +250,11 @@ class DkimSigner:
             )
 
     @classmethod
-    def from_keys(cls, keys: DkimKeys, oversign: tuple[str, ...] = OVERSIGNED_HEADERS) -> DkimSigner:
-        """Parse the PEMs once (in a worker: once per process, not per message)."""
+    def from_keys(
+        cls, keys: DkimKeys, oversign: tuple[str, ...] = OVERSIGNED_HEADERS, unsigned: tuple[str, ...] = ()
+    ) -> DkimSigner:
+        """Parse the PEMs once (in a worker: once per process, not per message). ``unsigned`` leaves
+        headers out of ``h=`` that the path rewrites (SES replaces Message-ID and Date)."""
         rsa_key = serialization.load_pem_private_key(keys.rsa_private_pem, password=None)
         ed_key = None
         if keys.ed25519_private_pem is not None:
@@ -261,6 +266,7 @@ class DkimSigner:
             ed25519_selector=keys.ed25519_selector,
             ed25519_key=ed_key,
             oversign=oversign,
+            unsigned=unsigned,
         )
 
     def keys(self) -> DkimKeys:
@@ -273,7 +279,7 @@ class DkimSigner:
         )
 
     def __reduce__(self):
-        return _signer_from_keys, (self.keys(), self.oversign)
+        return _signer_from_keys, (self.keys(), self.oversign, self.unsigned)
 
     def signed_header_names(self, headers: list[list[bytes]]) -> tuple[bytes, ...]:
         """The ``h=`` list for parsed headers: signed headers present, in order, then the oversigned ones."""
@@ -313,12 +319,12 @@ class DkimKeys:
     ed25519_selector: str | None = None
     ed25519_private_pem: bytes | None = field(default=None, repr=False)
 
-    def signer(self, oversign: tuple[str, ...] = OVERSIGNED_HEADERS) -> DkimSigner:
-        return DkimSigner.from_keys(self, oversign)
+    def signer(self, oversign: tuple[str, ...] = OVERSIGNED_HEADERS, unsigned: tuple[str, ...] = ()) -> DkimSigner:
+        return DkimSigner.from_keys(self, oversign, unsigned)
 
 
-def _signer_from_keys(keys: DkimKeys, oversign: tuple[str, ...]) -> DkimSigner:
-    return DkimSigner.from_keys(keys, oversign)
+def _signer_from_keys(keys: DkimKeys, oversign: tuple[str, ...], unsigned: tuple[str, ...] = ()) -> DkimSigner:
+    return DkimSigner.from_keys(keys, oversign, unsigned)
 
 
 def _private_pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
