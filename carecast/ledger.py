@@ -276,11 +276,12 @@ class Ledger(StateDb):
         """Patient key -> messages of a purpose sent (or on their way) between two send dates, inclusive.
 
         ``excluding`` (campaign, send date) leaves out the run being planned, so a re-run of it sees
-        the same counts as its first run. A bounced message never reached the patient and does not count.
+        the same counts as its first run. A message that never reached the patient (bounced, failed,
+        excluded just before sending) does not count; one deferred or held may still, so it does.
         """
         rows = self._connection.execute(
             "select patient_key, count(*) from send_ledger"
-            " where purpose = ? and send_date between ? and ? and state != 'bounced'"
+            " where purpose = ? and send_date between ? and ? and state not in ('bounced', 'failed', 'excluded')"
             " and not (campaign = ? and send_date = ?) group by patient_key",
             (purpose, first_date, last_date, *excluding),
         )
