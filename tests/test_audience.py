@@ -216,6 +216,12 @@ def test_frequency_cap_counts_every_campaign_of_the_purpose_in_a_rolling_window(
         ledger.reserve("reminder", "treatment", "2026-11-20", [Planned("m3", "other_purpose", "A")])
         ledger.reserve("spring_news", "marketing", "2026-11-20", [Planned("m4", "bounced", "A")])
         ledger.commit([Outcome("m4", "bounced", 550, "hard_bounce")])
+        # nor one that failed for good, or was excluded just before sending
+        ledger.reserve("spring_news", "marketing", "2026-11-21", [Planned("m6", "failed", "A")])
+        ledger.commit([Outcome("m6", "failed", 451, "retries_exhausted")])
+        ledger.record_unsent(
+            "spring_news", "marketing", "2026-11-21", [(Planned("m7", "excluded", "A"), Outcome("m7", "excluded"))]
+        )
         # this campaign's own earlier attempt today is the run being re-planned: it does not count
         ledger.reserve(campaign.name, "marketing", "2026-11-23", [Planned("m5", "rerun", "A")])
         excluded = ledger_exclusions(ledger, campaign, [FrequencyCap(messages=1, days=7)], date(2026, 11, 23))
