@@ -305,3 +305,14 @@ def test_the_ses_transport_delivers_signed_mail_without_signing_what_ses_rewrite
     signature = email.message_from_bytes(raw, policy=email.policy.default)["DKIM-Signature"]
     signed = signature.split("h=")[1].split(";")[0].replace(" ", "").lower()
     assert "message-id" not in signed and "date" not in signed and "from" in signed
+
+
+def test_a_message_that_cannot_be_built_fails_alone(home, project, campaign, outbox, sink) -> None:
+    _server, spec = sink
+    addresses = outbox.column("to_addr").to_pylist()
+    addresses[3] = "p3@example.org\r\nBcc: everyone@example.org"
+    broken = outbox.set_column(outbox.column_names.index("to_addr"), "to_addr", pa.array(addresses))
+    with Ledger(home.state_db) as ledger:
+        counts = deliver_table(broken, _plan(project, campaign, spec, None), ledger, spec.open)
+    assert counts.reasons["failed:unbuildable"] == 1
+    assert counts.outcomes["failed"] == 1 and sum(counts.outcomes.values()) == 50

@@ -129,11 +129,14 @@ class ShardSender:
             return
         self.ledger.reserve(campaign.name, campaign.purpose, plan.send_date, [_planned(row) for row in to_send])
         runs = self.ledger.attempts([row["message_key"] for row in to_send])
-        sending = [
-            (row, self.pool.submit(self.composer.compose(row), self.composer.mail_from, row["to_addr"]))
-            for row in to_send
-        ]
-        outcomes, bounced, failure = [], [], None
+        outcomes, bounced, failure, sending = [], [], None, []
+        for row in to_send:
+            try:
+                raw = self.composer.compose(row)
+            except ValueError:  # a value no message can carry (a line break in an address): never sendable
+                outcomes.append(Outcome(row["message_key"], "failed", None, "unbuildable"))
+                continue
+            sending.append((row, self.pool.submit(raw, self.composer.mail_from, row["to_addr"])))
         for row, future in sending:
             try:
                 attempted: Attempted = future.result()

@@ -178,9 +178,7 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             self._discard()
             return _CONNECTION_DROPPED
-        if code == 421:
-            self._discard()
-        return _outcome(code, reply)
+        return self._final(code, reply)
 
     def _pipelined(
         self, smtp: smtplib.SMTP, raw_message: bytes, mail_from: str, recipient: str, options: list[str]
@@ -215,6 +213,10 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             self._discard()
             return _CONNECTION_DROPPED
+        return self._final(code, reply)
+
+    def _final(self, code: int, reply: bytes) -> SendOutcome:
+        """The reply to the message's content; 421 means the server is closing the channel."""
         if code == 421:
             self._discard()
         return _outcome(code, reply)
