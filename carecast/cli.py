@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from carecast.cli_deliver import add_deliver_commands
+from carecast.cli_serve import add_serve_command
 from carecast.home import CarecastHome
 
 
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(handler=command_segment_test)
 
     add_deliver_commands(commands)
+    add_serve_command(commands)
 
     retention = commands.add_parser("retention", help="crypto-shred what retention says has expired")
     retention_commands = retention.add_subparsers(dest="retention_command", required=True)

@@ -290,7 +290,8 @@ def test_the_ses_transport_delivers_signed_mail_without_signing_what_ses_rewrite
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     spec = TransportSpec(kind="ses", ses_region="us-east-1")
     with mock_aws():
-        boto3.client("sesv2", region_name="us-east-1").create_email_identity(EmailIdentity="riverside-health.example.org")
+        ses = boto3.client("sesv2", region_name="us-east-1")
+        ses.create_email_identity(EmailIdentity="riverside-health.example.org")
         with Ledger(home.state_db) as ledger:
             counts = deliver_table(
                 outbox,
