@@ -32,16 +32,18 @@ CONSENT_COLUMNS = (
     "signed_at",
     "expires_at",
     "revoked_at",
+    "expiry_event_at",
 )
 SUPPRESSION_COLUMNS = ("patient_id", "reason", "purpose", "suppressed_at")
 HOLDOUT = "holdout"
 
 _CONSENT_RULES = {
     # Marketing needs a written authorization for email, signed, unexpired and unrevoked at send time.
+    # It expires on its date or on its expiry event, once the event is known to have happened.
     "marketing": """
         when c.consent_id is null or c.signed_at > $as_of then 'no_authorization'
         when c.revoked_at <= $as_of then 'authorization_revoked'
-        when c.expires_at <= $as_of then 'authorization_expired'
+        when c.expires_at <= $as_of or c.expiry_event_at <= $as_of then 'authorization_expired'
     """,
     # Fundraising is allowed unless the patient opted out of it.
     "fundraising": "when c.revoked_at <= $as_of then 'fundraising_opt_out'",

@@ -57,6 +57,7 @@ CONSENT_SCHEMA = pa.schema(
         ("signed_at", pa.timestamp("us")),
         ("expires_at", pa.timestamp("us")),
         ("revoked_at", pa.timestamp("us")),
+        ("expiry_event_at", pa.timestamp("us")),
     ]
 )
 SUPPRESSION_SCHEMA = pa.schema(
@@ -69,7 +70,9 @@ SUPPRESSION_SCHEMA = pa.schema(
 )
 
 
-def _consent(patient_id: str, purpose: str, signed=EARLIER, expires=None, revoked=None, channel="email") -> dict:
+def _consent(
+    patient_id: str, purpose: str, signed=EARLIER, expires=None, revoked=None, channel="email", event_at=None
+) -> dict:
     return {
         "patient_id": patient_id,
         "purpose": purpose,
@@ -79,6 +82,7 @@ def _consent(patient_id: str, purpose: str, signed=EARLIER, expires=None, revoke
         "signed_at": signed,
         "expires_at": expires,
         "revoked_at": revoked,
+        "expiry_event_at": event_at,
     }
 
 
@@ -136,9 +140,22 @@ def test_each_treatment_exclusion_is_counted_once() -> None:
 
 
 def test_marketing_needs_a_valid_authorization_at_send_time() -> None:
-    profile = _profile(valid={}, none={}, expired={}, revoked={}, future={}, sms_only={}, revoked_later={})
+    profile = _profile(
+        valid={},
+        none={},
+        expired={},
+        revoked={},
+        future={},
+        sms_only={},
+        revoked_later={},
+        event_ended={},
+        event_later={},
+    )
     consents = [
         _consent("valid", "marketing", expires=LATER),
+        # an authorization that ends on an event (no date): expired once the event is known to have happened
+        _consent("event_ended", "marketing", event_at=datetime(2026, 11, 20)),
+        _consent("event_later", "marketing", event_at=LATER),
         _consent("expired", "marketing", expires=datetime(2026, 11, 1)),
         _consent("revoked", "marketing", revoked=datetime(2026, 11, 22)),
         _consent("future", "marketing", signed=datetime(2026, 12, 1)),
@@ -148,11 +165,11 @@ def test_marketing_needs_a_valid_authorization_at_send_time() -> None:
     ]
     audience = _run(_campaign("marketing"), profile, consents)
     assert audience.excluded == {
-        "authorization_expired": 1,
+        "authorization_expired": 2,
         "authorization_revoked": 1,
         "no_authorization": 3,
     }
-    assert sorted(audience.members.column("patient_id").to_pylist()) == ["revoked_later", "valid"]
+    assert sorted(audience.members.column("patient_id").to_pylist()) == ["event_later", "revoked_later", "valid"]
     assert (
         dict(zip(*audience.members.select(["patient_id", "consent_document_id"]).to_pydict().values(), strict=True))[
             "valid"

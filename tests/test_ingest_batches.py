@@ -243,3 +243,35 @@ def test_a_file_rewritten_in_place_is_applied_again(runtime: Runtime) -> None:
     assert result.metadata["files_applied"][0]["changes"]["inserted"] == 1
     assert sorted(_rows(runtime, "raw_synthea_patients")) == ["p1", "p2"]
     assert result.metadata["rows"] == 2
+
+
+def test_an_authorization_that_ends_on_an_event_expires_when_a_later_batch_says_it_happened(
+    runtime: Runtime,
+) -> None:
+    header = "consent_id,patient_id,purpose,channel,signed_at,expires_at,revoked_at,document_id,expiry_event"
+    _land(
+        runtime,
+        "batch-0001",
+        {"consents.csv": f"{header}\nc1,p1,marketing,email,2026-01-05T00:00:00,,,DOC-1,end_of_research_study\n"},
+        source="consents",
+    )
+    stages.ingest(runtime, "consents", "consents")
+    for model in ("stg_consents", "mart_consent_latest", "mart_consent_status"):
+        stages.run_model(runtime, model)
+    [before] = runtime.lake.read("mart_consent_status", ["status", "expiry_event"]).table.to_pylist()
+    assert before == {"status": "active", "expiry_event": "end_of_research_study"}
+
+    _land(
+        runtime,
+        "batch-0002",
+        {
+            "consents.csv": f"{header},expiry_event_at\n"
+            "c1,p1,marketing,email,2026-01-05T00:00:00,,,DOC-1,end_of_research_study,2026-11-02T00:00:00\n"
+        },
+        source="consents",
+    )
+    stages.ingest(runtime, "consents", "consents")
+    for model in ("stg_consents", "mart_consent_latest", "mart_consent_status"):
+        stages.run_model(runtime, model)
+    [after] = runtime.lake.read("mart_consent_status", ["status"]).table.to_pylist()
+    assert after == {"status": "expired"}

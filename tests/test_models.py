@@ -28,8 +28,11 @@ def _consents(rows: list[tuple]) -> pa.Table:
         "revoked_at",
         "remuneration_disclosed",
         "document_id",
+        "expiry_event",
+        "expiry_event_at",
     ]
-    types = [pa.string()] * 4 + [pa.timestamp("us")] * 3 + [pa.bool_(), pa.string()]
+    types = [pa.string()] * 4 + [pa.timestamp("us")] * 3 + [pa.bool_(), pa.string(), pa.string(), pa.timestamp("us")]
+    rows = [row if len(row) == len(names) else (*row, None, None) for row in rows]
     return pa.Table.from_pylist(
         [dict(zip(names, r, strict=True)) for r in rows], schema=pa.schema(list(zip(names, types, strict=True)))
     )
@@ -61,6 +64,8 @@ def test_latest_consent_wins_even_when_its_expiry_is_null(runtime: Runtime) -> N
             "consent_id",
             "document_id",
             "expires_at",
+            "expiry_event",
+            "expiry_event_at",
             "is_remuneration_disclosed",
             "patient_id",
             "purpose",

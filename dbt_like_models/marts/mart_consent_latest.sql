@@ -19,6 +19,8 @@ latest as (
         signed_at,
         expires_at,
         revoked_at,
+        expiry_event,
+        expiry_event_at,
         is_remuneration_disclosed,
 
     from consents

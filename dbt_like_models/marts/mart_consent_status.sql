@@ -18,10 +18,13 @@ judged as (
         signed_at,
         expires_at,
         revoked_at,
+        expiry_event,
+        expiry_event_at,
         case
             when signed_at >= {{ var('as_of') }} + interval 1 day then 'not_yet_signed'
             when revoked_at < {{ var('as_of') }} + interval 1 day then 'revoked'
             when expires_at < {{ var('as_of') }} + interval 1 day then 'expired'
+            when expiry_event_at < {{ var('as_of') }} + interval 1 day then 'expired'
             else 'active'
         end as status,
 

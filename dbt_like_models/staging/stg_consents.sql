@@ -19,6 +19,8 @@ renamed as (
         revoked_at,
         coalesce(remuneration_disclosed, false) as is_remuneration_disclosed,
         document_id,
+        expiry_event,
+        expiry_event_at,
 
     from source
 
