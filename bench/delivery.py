@@ -23,6 +23,7 @@ from bench.naive_delivery import run_naive_delivery
 from bench.postfix import postfix_server
 from bench.workload import CAMPAIGN, open_runtime
 from carecast import stages
+from carecast.audience import CONSENT_COLUMNS
 from carecast.delivery import TransportSpec, open_target
 from carecast.mail.dkim import ensure_dkim_keys
 
@@ -54,10 +55,8 @@ def prepare(home: Path, messages: int) -> dict[str, Any]:
         ),
     )
     consents = pa.table(
-        {name: pa.array([], pa.string()) for name in ("patient_id", "purpose", "channel", "consent_id", "document_id")}
+        {c: pa.array([], pa.timestamp("us") if c.endswith("_at") else pa.string()) for c in CONSENT_COLUMNS}
     )
-    for column in ("signed_at", "expires_at", "revoked_at"):
-        consents = consents.append_column(column, pa.array([], pa.timestamp("us")))
     runtime.lake.write("mart_consent_latest", consents)
     return {"messages": messages}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from carecast import stages
+from carecast.audience import CONSENT_COLUMNS
 from carecast.crypto.access_log import AccessContext
 from carecast.delivery import TransportSpec
 from carecast.delivery.engine import DeliveryPlan, OutboxShard, deliver_in_workers
@@ -47,10 +48,8 @@ def _landed_outbox(home: CarecastHome, project: Project, count: int, domains: li
     )
     runtime.lake.write("mart_patient_profile", pa.table({"patient_id": ids, "is_email_opted_in": [True] * count}))
     empty = pa.table(
-        {name: pa.array([], pa.string()) for name in ("patient_id", "purpose", "channel", "consent_id", "document_id")}
+        {c: pa.array([], pa.timestamp("us") if c.endswith("_at") else pa.string()) for c in CONSENT_COLUMNS}
     )
-    for column in ("signed_at", "expires_at", "revoked_at"):
-        empty = empty.append_column(column, pa.array([], pa.timestamp("us")))
     runtime.lake.write("mart_consent_latest", empty)
     recipients = pa.table(
         {
