@@ -124,6 +124,19 @@ def command_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_keys_dkim(args: argparse.Namespace) -> int:
+    """Each stream's DKIM keys (made on first use, sealed under the KMS) as the DNS TXT records to publish."""
+    from carecast.mail.dkim import dns_txt_records, ensure_dkim_keys
+
+    home, project, kms, _lake = _maintenance(args)
+    for name, stream in sorted(project.streams.items()):
+        settings = stream.dkim
+        keys = ensure_dkim_keys(kms, home.keys, settings.domain, settings.rsa_selector, settings.ed25519_selector)
+        for record, value in dns_txt_records(keys).items():
+            print(f"{record} TXT \"{value}\"  ; stream {name}")
+    return 0
+
+
 def command_keys_rotate(args: argparse.Namespace) -> int:
     from carecast.key_maintenance import ROTATING_CLASSES, rotate_keys
 
@@ -252,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("rotate", command_keys_rotate, "new master key versions, and every artifact re-wrapped onto them"),
         ("retire", command_keys_retire, "destroy versions rotated out longer than the grace period"),
         ("verify", command_keys_verify, "check the hash chains of the access log and destruction certificates"),
+        ("dkim", command_keys_dkim, "each stream's DKIM public keys as DNS TXT records (keys made on first use)"),
     ):
         sub = key_commands.add_parser(name, help=description)
         sub.add_argument("--home", help="data home (default: $CARECAST_HOME or ./.carecast)")

@@ -435,3 +435,16 @@ def test_headers_the_path_rewrites_can_be_left_unsigned(keys: DkimKeys) -> None:
     rewritten = re.sub(rb"Message-ID: <[^>]+>", b"Message-ID: <0100abc@email.amazonses.com>", signed)
     assert rewritten != signed and _verify(rewritten, keys)
     assert pickle.loads(pickle.dumps(signer)).unsigned == ("message-id", "date")
+
+
+def test_keys_dkim_prints_each_streams_records_and_keeps_the_keys(tmp_path: Path, capsys) -> None:
+    from carecast.cli import main
+
+    assert main(["keys", "dkim", "--home", str(tmp_path)]) == 0
+    first = capsys.readouterr().out
+    assert main(["keys", "dkim", "--home", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == first, "keys are made once, then reused"
+    records = dict(line.split(" TXT ", 1) for line in first.splitlines())
+    assert "cc-rsa-2026._domainkey.riverside-health.example.org" in records
+    assert "cc-ed-2026._domainkey.riverside-health.example.org" in records
+    assert all("PRIVATE" not in value for value in records.values())
