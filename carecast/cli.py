@@ -133,7 +133,7 @@ def command_keys_dkim(args: argparse.Namespace) -> int:
         settings = stream.dkim
         keys = ensure_dkim_keys(kms, home.keys, settings.domain, settings.rsa_selector, settings.ed25519_selector)
         for record, value in dns_txt_records(keys).items():
-            print(f"{record} TXT \"{value}\"  ; stream {name}")
+            print(f'{record} TXT "{value}"  ; stream {name}')
     return 0
 
 
