@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import re
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
@@ -92,7 +94,19 @@ def _header(name: str, value: str) -> bytes:
     return "\r\n".join(folded).encode("utf-8")
 
 
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"@]+@[^\s<>()\[\],;:\\\"@]+")
+"""``local@domain`` with nothing to parse: most recipients, written as they are without ``parseaddr``."""
+
+
 def _address(value: str) -> str:
+    if _PLAIN_ADDRESS.fullmatch(value):
+        return value
+    return _parsed_address(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_address(value: str) -> str:
+    """An address with a display name (the sender's, mostly: cached)."""
     name, address = parseaddr(_checked(value))
     if not address:
         raise ValueError("not an email address")
