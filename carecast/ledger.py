@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,16 +134,15 @@ class Ledger(StateDb):
 
     def sendable(self, message_keys: list[str], now: str) -> set[str]:
         """The keys that may be sent now: never recorded, or deferred with their retry time come."""
-        blocked = set()
-        for start in range(0, len(message_keys), _SQL_VARIABLES):
-            chunk = message_keys[start : start + _SQL_VARIABLES]
-            marks = ",".join("?" * len(chunk))
-            rows = self._connection.execute(
-                f"select message_key from send_ledger where message_key in ({marks})"
+        blocked = {
+            key
+            for (key,) in self._rows_for(
+                "select message_key from send_ledger where message_key in ({keys})"
                 " and not (state = 'deferred' and coalesce(next_attempt_at, '') <= ?)",
-                (*chunk, now),
+                message_keys,
+                now,
             )
-            blocked.update(key for (key,) in rows)
+        }
         return {key for key in message_keys if key not in blocked}
 
     def reserve(self, campaign: str, purpose: str, send_date: str, batch: Iterable[Planned]) -> None:
@@ -207,14 +206,9 @@ class Ledger(StateDb):
             )
 
     def attempts(self, message_keys: list[str]) -> dict[str, int]:
-        rows = []
-        for start in range(0, len(message_keys), _SQL_VARIABLES):
-            chunk = message_keys[start : start + _SQL_VARIABLES]
-            rows += self._connection.execute(
-                f"select message_key, attempts from send_ledger where message_key in ({','.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
-        return dict(rows)
+        return dict(
+            self._rows_for("select message_key, attempts from send_ledger where message_key in ({keys})", message_keys)
+        )
 
     def held(self, campaign: str, send_date: str) -> list[str]:
         rows = self._connection.execute(
@@ -251,16 +245,14 @@ class Ledger(StateDb):
 
     def suppressed_among(self, patient_keys: list[str], purpose: str) -> dict[str, str]:
         """Patient key -> reason, for these patients only: the check made just before sending."""
-        found: dict[str, str] = {}
-        for start in range(0, len(patient_keys), _SQL_VARIABLES):
-            chunk = patient_keys[start : start + _SQL_VARIABLES]
-            rows = self._connection.execute(
-                f"select patient_key, min(reason) from suppressions where patient_key in ({','.join('?' * len(chunk))})"
+        return dict(
+            self._rows_for(
+                "select patient_key, min(reason) from suppressions where patient_key in ({keys})"
                 " and purpose in (?, 'all') group by patient_key",
-                (*chunk, purpose),
+                patient_keys,
+                purpose,
             )
-            found.update(rows.fetchall())
-        return found
+        )
 
     def suppressions_for(self, purpose: str) -> dict[str, str]:
         """Patient key -> reason, for suppressions that apply to a purpose (or to all purposes)."""
@@ -309,6 +301,13 @@ class Ledger(StateDb):
         if row is None:
             raise LookupError(f"no {stage} stage recorded for {campaign} on {send_date}")
         return json.loads(row[0])
+
+    def _rows_for(self, sql: str, keys: list[str], *after: object) -> Iterator[tuple]:
+        """Rows of ``sql`` whose ``{keys}`` placeholder takes ``keys``, a bounded number per query;
+        ``after`` binds the placeholders that follow it."""
+        for start in range(0, len(keys), _SQL_VARIABLES):
+            chunk = keys[start : start + _SQL_VARIABLES]
+            yield from self._connection.execute(sql.format(keys=",".join("?" * len(chunk))), (*chunk, *after))
 
     def _transaction(self):
         return _Transaction(self._connection)
