@@ -190,6 +190,11 @@ def build_audience(
     )
 
 
+def to_be_sent(members: pa.Table) -> pa.Table:
+    """The audience members who get a message: all but the holdout."""
+    return members.filter(pc.not_equal(members.column("variant"), HOLDOUT))
+
+
 def _draw(label: str) -> str:
     """A uniform draw in [0, 1) from SHA-256(campaign, label, patient key): the first 8 bytes of the
     digest as a big-endian integer over 2**64, computed in DuckDB for the whole audience at once."""

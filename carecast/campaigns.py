@@ -68,6 +68,14 @@ class Campaign(BaseModel):
         return self
 
 
+def audience_dataset(campaign: Campaign) -> str:
+    return f"audience_{campaign.name}"
+
+
+def outbox_dataset(campaign: Campaign) -> str:
+    return f"outbox_{campaign.name}"
+
+
 def load_campaign(path: Path) -> Campaign:
     try:
         raw = yaml.safe_load(path.read_text())

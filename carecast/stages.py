@@ -14,14 +14,14 @@ import pyarrow.compute as pc
 
 from carecast.audience import (
     CONSENT_COLUMNS,
-    HOLDOUT,
     PROFILE_COLUMNS,
     SUPPRESSION_COLUMNS,
     Audience,
     build_audience,
     ledger_exclusions,
+    to_be_sent,
 )
-from carecast.campaigns import Campaign
+from carecast.campaigns import Campaign, audience_dataset, outbox_dataset
 from carecast.delivery import TransportSpec
 from carecast.delivery import deliver_campaign as deliver_campaign_run
 from carecast.delivery.engine import OUTBOX_ROW_GROUP
@@ -154,14 +154,6 @@ def run_segment(runtime: Runtime, name: str) -> StageResult:
     return StageResult(metadata={**metadata, **_written_metadata(version)}, written=version)
 
 
-def audience_dataset(campaign: Campaign) -> str:
-    return f"audience_{campaign.name}"
-
-
-def outbox_dataset(campaign: Campaign) -> str:
-    return f"outbox_{campaign.name}"
-
-
 def plan_audience(runtime: Runtime, campaign: Campaign, members: pa.Table) -> tuple[Audience, tuple[LakeRead, ...]]:
     """Judge a segment's members for a campaign, recording nothing (the stage and the preview share it)."""
     lake = runtime.lake
@@ -222,8 +214,7 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     profile_columns = list(dict.fromkeys(["patient_id", "email", "preferred_language", *from_profile, *address]))
     profile = lake.read("mart_patient_profile", profile_columns)
     reads = [members, profile]
-    sendable = members.table.filter(pc.not_equal(members.table.column("variant"), HOLDOUT))
-    recipients = sendable.join(profile.table, "patient_id", join_type="inner")
+    recipients = to_be_sent(members.table).join(profile.table, "patient_id", join_type="inner")
     if from_segment:
         reads.append(lake.read(segment.dataset, ["patient_id", *from_segment]))
         recipients = recipients.join(reads[-1].table, "patient_id", join_type="inner")
@@ -264,7 +255,7 @@ def deliver_campaign(
     workers: int | None = None,
     chunk_rows: int | None = None,
 ) -> StageResult:
-    metadata = deliver_campaign_run(runtime, campaign, target, outbox_dataset(campaign), workers, chunk_rows)
+    metadata = deliver_campaign_run(runtime, campaign, target, workers, chunk_rows)
     return StageResult(metadata=metadata)
 
 

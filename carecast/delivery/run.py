@@ -14,10 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow.compute as pc
-
-from carecast.audience import CONSENT_COLUMNS, recheck_consent
-from carecast.campaigns import Campaign
+from carecast.audience import CONSENT_COLUMNS, recheck_consent, to_be_sent
+from carecast.campaigns import Campaign, audience_dataset, outbox_dataset
 from carecast.crypto.access_log import current_access_context
 from carecast.crypto.kms import LocalKms
 from carecast.delivery.engine import (
@@ -67,26 +65,28 @@ def deliver_campaign(
     runtime: Runtime,
     campaign: Campaign,
     target: TransportSpec,
-    outbox_dataset: str,
     workers: int | None = None,
     chunk_rows: int | None = None,
 ) -> dict[str, Any]:
     """Deliver what the ledger has not decided yet; return metadata (counts, versions, key ids)."""
     stream = runtime.project.stream_of(campaign)
-    lake = runtime.lake
-    version = lake.version(outbox_dataset)
+    lake, outbox = runtime.lake, outbox_dataset(campaign)
+    version = lake.version(outbox)
     dkim = ensure_dkim_keys(
         runtime.kms, runtime.home.keys, stream.dkim.domain, stream.dkim.rsa_selector, stream.dkim.ed25519_selector
     )
-    members = lake.read(f"audience_{campaign.name}", ["patient_id", "patient_key", "variant"])
+    members = lake.read(audience_dataset(campaign), ["patient_id", "patient_key", "variant"])
     reads = (
         members,
         lake.read("mart_patient_profile", ["patient_id", "is_email_opted_in"]),
         lake.read("mart_consent_latest", list(CONSENT_COLUMNS)),
     )
-    sendable = members.table.filter(pc.not_equal(members.table.column("variant"), "holdout"))
     excluded_now = recheck_consent(
-        campaign, sendable.select(["patient_id", "patient_key"]), reads[1].table, reads[2].table, runtime.send_time
+        campaign,
+        to_be_sent(members.table).select(["patient_id", "patient_key"]),
+        reads[1].table,
+        reads[2].table,
+        runtime.send_time,
     )
     with Ledger(runtime.home.state_db) as ledger:
         held = ledger.hold_in_doubt(campaign.name, runtime.send_date)
@@ -106,14 +106,14 @@ def deliver_campaign(
             lake.root,
             runtime.home.keys,
             runtime.project.registry,
-            outbox_dataset,
+            outbox,
             version.version,
             runtime.home.state_db,
         )
         counts = deliver_in_workers(shard, plan, workers, current_access_context())
         outbox_read = None
     else:
-        outbox_read = lake.read(outbox_dataset, outbox_columns(lake.columns(outbox_dataset)))
+        outbox_read = lake.read(outbox, outbox_columns(lake.columns(outbox)))
         with Ledger(runtime.home.state_db) as ledger, RateLimiter.create(stream.rate_limit) as limiter:
             counts = deliver_table(outbox_read.table, plan, ledger, target.open, limiter)
     with Ledger(runtime.home.state_db) as ledger:
