@@ -238,12 +238,13 @@ def render_outbox(
     }
     base_context = {"organisation": stream.sender.organisation, "links": campaign.links}
     columns: dict[str, list[str]] = {name: [] for name in OUTBOX_COLUMNS}
+    no_opt_out = footer(stream, None)  # every transactional message's footer; marketing ones differ by token
     for index, row in enumerate(recipients.to_pylist()):
         locale = template.locale_for(row.get("preferred_language"))
         context = {**base_context, "locale": locale, **{name: row[name] for name in fields}}
         body, subject, preheader = compiled[locale]
-        token = unsubscribe_tokens[index] if stream.unsubscribe is not None and unsubscribe_tokens else ""
-        footer_text, footer_html = footer(stream, f"{stream.unsubscribe.url}/{token}" if token else None)
+        token = unsubscribe_tokens[index] if unsubscribe_tokens is not None and stream.unsubscribe is not None else ""
+        footer_text, footer_html = footer(stream, f"{stream.unsubscribe.url}/{token}") if token else no_opt_out
         text, markup = markdown_to_parts(body.render(context))
         columns["message_key"].append(message_key(campaign, send_date, row["patient_key"]))
         columns["patient_key"].append(row["patient_key"])
