@@ -38,7 +38,8 @@ create table if not exists send_ledger (
     smtp_code integer,
     attempts integer not null default 0,
     next_attempt_at text,
-    updated_at text not null
+    updated_at text not null,
+    provider_message_id text
 )"""
 _SCHEMA = f"""
 {_LEDGER_TABLE};
@@ -78,8 +79,24 @@ class Outcome:
     smtp_code: int | None = None
     reason: str | None = None
     next_attempt_at: str | None = None
+    provider_message_id: str | None = None
 
 
+@dataclass(frozen=True)
+class SentMessage:
+    """One ledger row as feedback ingest and the audit need it: who (pseudonym), which run, what state."""
+
+    message_key: str
+    campaign: str
+    send_date: str
+    patient_key: str
+    purpose: str | None
+    variant: str
+    state: str
+    provider_message_id: str | None
+
+
+_MESSAGE_COLUMNS = "message_key, campaign, send_date, patient_key, purpose, variant, state, provider_message_id"
 _SQL_VARIABLES = 900
 """Keys per ``in (...)`` list: under SQLite's historical limit of 999 bound variables."""
 
@@ -112,8 +129,14 @@ class Ledger(StateDb):
                 self._connection.execute(
                     "create index send_ledger_campaign on send_ledger (campaign, send_date, state)"
                 )
+        if "provider_message_id" not in columns and "next_attempt_at" in columns:
+            self._connection.execute("alter table send_ledger add column provider_message_id text")
         self._connection.execute(
             "create index if not exists send_ledger_purpose on send_ledger (purpose, send_date, patient_key)"
+        )
+        self._connection.execute(
+            "create index if not exists send_ledger_provider_id on send_ledger (provider_message_id)"
+            " where provider_message_id is not null"
         )
 
     def states(self, campaign: str, send_date: str) -> dict[str, str]:
@@ -166,9 +189,12 @@ class Ledger(StateDb):
         now = _now()
         with self._transaction():
             self._connection.executemany(
-                "update send_ledger set state = ?, smtp_code = ?, reason = ?, next_attempt_at = ?, updated_at = ?"
-                " where message_key = ? and state = 'reserved'",
-                [(o.state, o.smtp_code, o.reason, o.next_attempt_at, now, o.message_key) for o in outcomes],
+                "update send_ledger set state = ?, smtp_code = ?, reason = ?, next_attempt_at = ?, updated_at = ?,"
+                " provider_message_id = coalesce(?, provider_message_id) where message_key = ? and state = 'reserved'",
+                [
+                    (o.state, o.smtp_code, o.reason, o.next_attempt_at, now, o.provider_message_id, o.message_key)
+                    for o in outcomes
+                ],
             )
 
     def record_unsent(
@@ -209,6 +235,36 @@ class Ledger(StateDb):
         return dict(
             self._rows_for("select message_key, attempts from send_ledger where message_key in ({keys})", message_keys)
         )
+
+    def messages(self, message_keys: list[str]) -> dict[str, SentMessage]:
+        """Message key -> its ledger row, for the keys that are in the ledger."""
+        return {
+            row[0]: SentMessage(*row)
+            for row in self._rows_for(
+                f"select {_MESSAGE_COLUMNS} from send_ledger where message_key in ({{keys}})", message_keys
+            )
+        }
+
+    def messages_by_provider_id(self, provider_message_ids: list[str]) -> dict[str, SentMessage]:
+        """Provider message id (SES ``MessageId``) -> its ledger row, for the ids the ledger knows."""
+        return {
+            message.provider_message_id: message
+            for message in (
+                SentMessage(*row)
+                for row in self._rows_for(
+                    f"select {_MESSAGE_COLUMNS} from send_ledger where provider_message_id in ({{keys}})",
+                    provider_message_ids,
+                )
+            )
+        }
+
+    def messages_of_patient(self, patient_key: str) -> list[SentMessage]:
+        """Every ledger row of one patient, oldest send date first."""
+        rows = self._connection.execute(
+            f"select {_MESSAGE_COLUMNS} from send_ledger where patient_key = ? order by send_date, campaign",
+            (patient_key,),
+        )
+        return [SentMessage(*row) for row in rows]
 
     def held(self, campaign: str, send_date: str) -> list[str]:
         rows = self._connection.execute(

@@ -299,7 +299,12 @@ def test_the_ses_transport_delivers_signed_mail_without_signing_what_ses_rewrite
                 ledger,
                 lambda: SesTransport(boto3.client("sesv2", region_name="us-east-1")),
             )
+            keys = outbox.column("message_key").to_pylist()
+            by_ses_id = ledger.messages_by_provider_id([m.provider_message_id for m in ledger.messages(keys).values()])
         sent = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    # the ledger knows every message by SES's id, which SES's bounce and complaint events name
+    assert set(by_ses_id) == {message.id for message in sent}
+    assert {message.message_key for message in by_ses_id.values()} == set(keys)
     # moto accepts every recipient (the sink's bounce domain means nothing to it)
     assert counts.outcomes == {"delivered": 50} and len(sent) == 50
     raw = sent[0].raw_data.encode() if isinstance(sent[0].raw_data, str) else sent[0].raw_data

@@ -181,7 +181,7 @@ class ShardSender:
     def _outcome(self, row: dict, attempted: Attempted, runs: int) -> Outcome:
         key, sent = row["message_key"], attempted.outcome
         if sent.status == "delivered":
-            return Outcome(key, "delivered", sent.smtp_code)
+            return Outcome(key, "delivered", sent.smtp_code, provider_message_id=sent.provider_message_id)
         if sent.status == "bounced":
             return Outcome(key, "bounced", sent.smtp_code, "hard_bounce")
         if in_doubt(sent):

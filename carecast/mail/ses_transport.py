@@ -45,12 +45,14 @@ client with botocore's retries off; pass one like it. 4.4.1 (never reached SES) 
 doubt) keep SmtpTransport's meaning, so a caller can tell a safe retry from a possible duplicate.
 
 SES replaces a raw message's ``Message-ID`` and ``Date`` headers with its own, and its bounce and
-complaint events name the ``MessageId`` that ``SendEmail`` returns. That id is not kept here:
-``SendOutcome`` has no field for it.
+complaint events name the ``MessageId`` that ``SendEmail`` returns: a delivered outcome carries it
+as ``provider_message_id`` (an opaque SES id, no PHI), and the send ledger keeps it so SES events
+find their message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from types import TracebackType
@@ -199,7 +201,7 @@ class SesTransport:
     def _attempt(self, request: dict[str, Any], sender: str) -> SendOutcome | SesAccountError:
         """One SendEmail call: its outcome, or the error to raise."""
         try:
-            self._client.send_email(**request)
+            response = self._client.send_email(**request)
         except ClientError as failure:
             return self._client_error(failure.response, sender)
         except (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError):
@@ -211,7 +213,7 @@ class SesTransport:
         except BotoCoreError as failure:  # credentials missing, parameter validation, ...
             name = type(failure).__name__
             return SesAccountError(f"the SES client for {self.region} could not send ({name})", name)
-        return DELIVERED
+        return dataclasses.replace(DELIVERED, provider_message_id=response.get("MessageId"))
 
     def _client_error(self, response: dict[str, Any], sender: str) -> SendOutcome | SesAccountError:
         error = response.get("Error", {})

@@ -45,6 +45,9 @@ class SendOutcome:
     status: Literal["delivered", "bounced", "deferred"]
     smtp_code: int
     enhanced_status: str | None
+    provider_message_id: str | None = None
+    """The id a provider gave the accepted message (SES's ``MessageId``, which its events name); SMTP
+    servers keep the Message-ID we wrote, so theirs stays None."""
 
 
 _CANNOT_CONNECT = SendOutcome("deferred", 421, "4.4.1")
