@@ -1,10 +1,11 @@
-"""Per campaign YAML: audience -> outbox -> delivery -> report."""
+"""Per campaign YAML: audience -> outbox -> delivery -> report, each partitioned by campaign run (send date)."""
 
 import dagster as dg
 
 from carecast import stages
 from carecast.campaigns import Campaign
 from carecast.project import Project
+from pipelines.partitions import campaign_runs
 from pipelines.resources import CarecastResource, MailTransportResource
 
 
@@ -20,6 +21,7 @@ def campaign_assets(project: Project, campaign: Campaign) -> list[dg.AssetsDefin
         key=audience_key,
         deps=[segment.dataset, "mart_patient_profile", "mart_consent_latest", "mart_suppressions"],
         group_name=group,
+        partitions_def=campaign_runs,
         description=f"Who {campaign.name} may reach for {campaign.purpose}, with every exclusion counted.",
     )
     def _audience(context: dg.AssetExecutionContext, carecast: CarecastResource) -> dg.MaterializeResult:
@@ -31,6 +33,7 @@ def campaign_assets(project: Project, campaign: Campaign) -> list[dg.AssetsDefin
         key=outbox_key,
         deps=[audience_key, "mart_patient_profile"],
         group_name=group,
+        partitions_def=campaign_runs,
         code_version=template.sha256[:16],
         description=f"One rendered message per audience member (template {campaign.template}), encrypted.",
     )
@@ -43,6 +46,7 @@ def campaign_assets(project: Project, campaign: Campaign) -> list[dg.AssetsDefin
         key=delivery_key,
         deps=[outbox_key],
         group_name=group,
+        partitions_def=campaign_runs,
         description="Sends the outbox idempotently; the send ledger records every message's state.",
     )
     def _delivery(
@@ -56,6 +60,7 @@ def campaign_assets(project: Project, campaign: Campaign) -> list[dg.AssetsDefin
         key=f"report_{campaign.name}",
         deps=[delivery_key],
         group_name=group,
+        partitions_def=campaign_runs,
         description="Aggregated campaign report (small cells suppressed), as HTML and JSON.",
     )
     def _report(context: dg.AssetExecutionContext, carecast: CarecastResource) -> dg.MaterializeResult:

@@ -76,7 +76,7 @@ def command_ingest(args: argparse.Namespace) -> int:
     from carecast.crypto.kms import LocalKms
     from carecast.ingest.journal import IngestJournal
     from carecast.ingest.landing import land_batch, pending_files
-    from carecast.pipeline_run import materialize_ingest
+    from carecast.pipeline_run import materialize_assets
     from carecast.project import load_project
 
     home = CarecastHome.from_env(args.home).ensure()
@@ -91,7 +91,7 @@ def command_ingest(args: argparse.Namespace) -> int:
     if not pending:
         print("nothing to ingest: every complete batch is applied")
         return 0
-    metadata = materialize_ingest(home, args.as_of or _today(), sorted({f.dataset for f in pending}))
+    metadata = materialize_assets(home, args.as_of or _today(), sorted({f.dataset for f in pending}))
     for dataset, values in sorted(metadata.items()):
         print(
             f"{dataset:28s} files {len(values['files_applied']):>3d}  read {values['rows_read']:>10,d}  "

@@ -28,14 +28,22 @@ def _materialize(
     import dagster as dg
 
     from pipelines.definitions import defs
+    from pipelines.partitions import CAMPAIGN_RUNS
     from pipelines.resources import CarecastResource, MailTransportResource
 
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet else "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
+        graph = defs.resolve_asset_graph()
+        selected = [dg.AssetKey(name) for name in selection] if selection else graph.get_all_asset_keys()
+        run = None  # the campaign-run partition (the send date), when a campaign asset is selected
+        if any(graph.get(key).partitions_def is not None for key in selected):
+            run = as_of.isoformat()
+            instance.add_dynamic_partitions(CAMPAIGN_RUNS, [run])
         result = dg.materialize(
             list(defs.assets),
             selection=selection,
             instance=instance,
+            partition_key=run,
             resources={
                 "carecast": CarecastResource(home=str(home.root), as_of=as_of.isoformat()),
                 "mail": MailTransportResource(),
@@ -52,9 +60,9 @@ def _materialize(
     return result, metadata, step_seconds
 
 
-def materialize_ingest(home: CarecastHome, as_of: date, datasets: list[str]) -> dict[str, dict[str, Any]]:
-    """Run the ingest assets of these raw datasets; return their materialization metadata."""
-    _result, metadata, _seconds = _materialize(home, as_of, quiet=True, selection=datasets)
+def materialize_assets(home: CarecastHome, as_of: date, assets: list[str]) -> dict[str, dict[str, Any]]:
+    """Run these assets (campaign ones for the campaign run of ``as_of``); return their metadata."""
+    _result, metadata, _seconds = _materialize(home, as_of, quiet=True, selection=assets)
     return metadata
 
 

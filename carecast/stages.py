@@ -37,6 +37,7 @@ from carecast.models.tests import ModelTestResult, run_model_tests
 from carecast.registry import raw_dataset_name
 from carecast.rendering import render_outbox
 from carecast.reporting import CampaignSummary, write_report
+from carecast.run_lineage import record_run_lineage, run_version
 from carecast.runtime import Runtime
 from carecast.segments import check_segment_output
 from carecast.send_windows import DEFAULT_FALLBACK_ZONE, time_zones_for
@@ -182,9 +183,10 @@ def build_campaign_audience(runtime: Runtime, campaign: Campaign) -> StageResult
     members = runtime.lake.read(segment.dataset, ["patient_id"])
     audience, reads = plan_audience(runtime, campaign, members.table)
     funnel = audience.funnel()
+    version = runtime.lake.write(audience_dataset(campaign), audience.members)
     with Ledger(runtime.home.state_db) as ledger:
         ledger.record_stage(campaign.name, runtime.send_date, "audience", funnel)
-    version = runtime.lake.write(audience_dataset(campaign), audience.members)
+        record_run_lineage(ledger, campaign, runtime.send_date, "audience", version, (members, *reads))
     metadata = {
         "purpose": campaign.purpose,
         "as_of": runtime.send_time.isoformat(timespec="seconds"),
@@ -205,7 +207,11 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     template = runtime.project.templates[campaign.template]
     lake = runtime.lake
     segment = runtime.project.segments[campaign.segment]
-    members = lake.read(audience_dataset(campaign), ["patient_id", "patient_key", "variant"])
+    members = lake.read(
+        audience_dataset(campaign),
+        ["patient_id", "patient_key", "variant"],
+        version=run_version(runtime, campaign, "audience"),
+    )
     # A field the segment declares (say latest_hba1c) comes from the segment; the rest from the profile.
     from_segment = [name for name in template.spec.fields if name in segment.header.columns]
     from_profile = [name for name in template.spec.fields if name not in segment.header.columns]
@@ -237,6 +243,7 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     version = lake.write(outbox_dataset(campaign), outbox, row_group_rows=OUTBOX_ROW_GROUP)
     with Ledger(runtime.home.state_db) as ledger:
         ledger.record_stage(campaign.name, runtime.send_date, "render", {"rendered": outbox.num_rows})
+        record_run_lineage(ledger, campaign, runtime.send_date, "render", version, tuple(reads))
     metadata = {
         "template": campaign.template,
         "template_sha256": template.sha256,

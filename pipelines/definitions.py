@@ -11,10 +11,15 @@ from assets.segments import segment_assets
 from carecast.project import Project, load_project
 from pipelines.maintenance import maintenance_jobs
 from pipelines.resources import CarecastResource, MailTransportResource
-from pipelines.sensors import landing_sensor
+from pipelines.sensors import campaign_run_sensor, landing_sensor
 
 everything_job = dg.define_asset_job(
     "carecast_everything", selection=dg.AssetSelection.all(), description="Ingest through report, every campaign."
+)
+campaign_run_job = dg.define_asset_job(
+    "carecast_campaign_run",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("ingest"),
+    description="Models, segments and every campaign for one campaign run (partition: the send date).",
 )
 ingest_job = dg.define_asset_job(
     "carecast_ingest", selection=dg.AssetSelection.groups("ingest"), description="Apply every pending landing batch."
@@ -31,9 +36,9 @@ def build_definitions(project: Project) -> dg.Definitions:
             *all_campaign_assets(project),
         ],
         resources={"carecast": CarecastResource(), "mail": MailTransportResource()},
-        jobs=[everything_job, ingest_job, *maintenance],
+        jobs=[everything_job, campaign_run_job, ingest_job, *maintenance],
         schedules=schedules,
-        sensors=[landing_sensor(project)],
+        sensors=[landing_sensor(project), campaign_run_sensor(campaign_run_job)],
     )
 
 

@@ -19,6 +19,7 @@ from carecast.delivery import TransportSpec, open_target
 from carecast.home import CarecastHome
 from carecast.project import Project
 from carecast.runtime import Runtime
+from pipelines.partitions import send_date_of
 
 
 class CarecastResource(dg.ConfigurableResource):
@@ -45,8 +46,12 @@ class CarecastResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def runtime(self, context: dg.AssetExecutionContext, project: Project, purpose: str = "-") -> Iterator[Runtime]:
-        """A Runtime whose key use is logged against this run and asset."""
-        as_of = date.fromisoformat(self.as_of) if self.as_of else None
+        """A Runtime whose key use is logged against this run and asset. A campaign-run partition's
+        send date is its as-of date; otherwise ``as_of``, or today."""
+        if context.has_partition_key:
+            as_of = send_date_of(context.partition_key)
+        else:
+            as_of = date.fromisoformat(self.as_of) if self.as_of else None
         home = self.data_home().ensure()
         runtime = Runtime.open(home, project, as_of=as_of, kms=self.open_kms(home))
         with access_context(run_id=context.run.run_id, asset=context.asset_key.to_user_string(), purpose=purpose):

@@ -32,6 +32,7 @@ from carecast.mail import EmbeddedSink, Mailbox, ensure_sink_certificate
 from carecast.mail.dkim import ensure_dkim_keys
 from carecast.mail.rate_limit import RateLimiter
 from carecast.models.runner import describe_reads
+from carecast.run_lineage import run_version
 from carecast.runtime import Runtime
 
 TargetKind = Literal["embedded_sink", "smtp", "ses"]
@@ -71,11 +72,13 @@ def deliver_campaign(
     """Deliver what the ledger has not decided yet; return metadata (counts, versions, key ids)."""
     stream = runtime.project.stream_of(campaign)
     lake, outbox = runtime.lake, outbox_dataset(campaign)
-    version = lake.version(outbox)
+    version = lake.version(outbox, run_version(runtime, campaign, "render"))
     dkim = ensure_dkim_keys(
         runtime.kms, runtime.home.keys, stream.dkim.domain, stream.dkim.rsa_selector, stream.dkim.ed25519_selector
     )
-    members = lake.read(audience_dataset(campaign), ["patient_id", "patient_key", "variant"])
+    members = lake.read(
+        audience_dataset(campaign), ["patient_id", "patient_key", "variant"], run_version(runtime, campaign, "audience")
+    )
     reads = (
         members,
         lake.read("mart_patient_profile", ["patient_id", "is_email_opted_in"]),
@@ -113,7 +116,7 @@ def deliver_campaign(
         counts = deliver_in_workers(shard, plan, workers, current_access_context())
         outbox_read = None
     else:
-        outbox_read = lake.read(outbox, outbox_columns(lake.columns(outbox)))
+        outbox_read = lake.read(outbox, outbox_columns(lake.columns(outbox, version.version)), version.version)
         with Ledger(runtime.home.state_db) as ledger, RateLimiter.create(stream.rate_limit) as limiter:
             counts = deliver_table(outbox_read.table, plan, ledger, target.open, limiter)
     with Ledger(runtime.home.state_db) as ledger:

@@ -195,3 +195,38 @@ def test_segment_preview_shows_the_funnel_and_what_was_read_never_a_row(demo, te
     assert "identifier" not in shown  # the segment reads no identifier column
     ids = set(read_landed(home, "synthea", "patients")["Id"])
     assert not any(patient_id in shown for patient_id in ids)
+
+
+def test_campaign_runs_are_partitions_that_read_their_own_versions(demo, monkeypatch) -> None:
+    """Runs on two send dates interleave; each stage reads what its own run wrote. Last in the module:
+    it sends the second run's messages to the mailbox the tests above count."""
+    import dagster as dg
+
+    from carecast.home import CarecastHome
+    from carecast.ledger import Ledger
+    from carecast.pipeline_run import materialize_assets
+    from carecast.run_lineage import run_lineage
+
+    home, first, _output = demo
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))  # restored after the test
+    monkeypatch.setenv("CARECAST_HOME", str(home))
+    campaign, run_1 = "breast_screening_reminder", date.fromisoformat(AS_OF)
+    run_2 = date.fromordinal(run_1.toordinal() + 1)
+    data_home = CarecastHome(home)
+    materialize_assets(data_home, run_2, [f"audience_{campaign}", f"outbox_{campaign}"])
+    again = materialize_assets(data_home, run_1, [f"delivery_{campaign}"])[f"delivery_{campaign}"]
+    with Ledger(home / "state.db") as ledger:
+        rendered_1 = run_lineage(ledger, campaign, AS_OF, "render")
+        rendered_2 = run_lineage(ledger, campaign, run_2.isoformat(), "render")
+    # run 2 wrote a newer outbox, yet run 1's delivery read its own, and had nothing left to send
+    assert rendered_2["version"] > rendered_1["version"]
+    assert again["outbox_version"] == rendered_1["written"]
+    assert again["this_run"]["outcomes"] == {}
+    second = materialize_assets(data_home, run_2, [f"delivery_{campaign}"])[f"delivery_{campaign}"]
+    assert second["outbox_version"] == rendered_2["written"]
+    with Ledger(home / "state.db") as ledger:
+        assert ledger.counts(campaign, AS_OF) == {"delivered": first["delivered"]}
+        assert ledger.counts(campaign, run_2.isoformat()) == {"delivered": first["audience"]}
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_materialized_partitions(dg.AssetKey(f"delivery_{campaign}"))
+    assert runs == {AS_OF, run_2.isoformat()}
