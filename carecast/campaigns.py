@@ -38,6 +38,12 @@ class Campaign(BaseModel):
     (from their address); the rest wait, deferred, for the next opening."""
     links: dict[str, str] = Field(default_factory=dict)
     """The only URLs the campaign's messages may link to, by name (templates use ``links.<name>``)."""
+    track_clicks: bool = True
+    """Links go through the stream's first-party endpoint (``/c/<token>``), which records the click and
+    redirects to the declared URL; the token names the link, never the URL or the patient."""
+    open_pixel: bool = False
+    """A 1x1 first-party image that records opens. Off by default (mail privacy features make opens
+    unreliable, and a pixel is tracking the patient did not ask for); never allowed for treatment."""
 
     @field_validator("links")
     @classmethod
@@ -65,6 +71,8 @@ class Campaign(BaseModel):
     def _coherent(self) -> Campaign:
         if not self.variants or abs(sum(self.variants.values()) - 1.0) > 1e-9:
             raise ValueError("variant weights must sum to 1")
+        if self.open_pixel and self.purpose == "treatment":
+            raise ValueError("an open pixel is never allowed in treatment mail")
         return self
 
 

@@ -80,6 +80,12 @@ def load_project(root: Path | None = None) -> Project:
                 f"{streams[campaign.stream].kind} stream {campaign.stream!r} does not carry "
                 f"({list(streams[campaign.stream].purposes)})"
             )
+        tracks = (campaign.track_clicks and campaign.links) or campaign.open_pixel
+        if tracks and streams[campaign.stream].tracking_url is None:
+            raise CampaignDefinitionError(
+                f"{where}: campaign {campaign.name!r} tracks clicks or opens, but stream {campaign.stream!r} "
+                "has no tracking_url (set it, or track_clicks: false and open_pixel: false)"
+            )
         if campaign.segment not in segments:
             raise CampaignDefinitionError(
                 f"{where}: campaign {campaign.name!r} names unknown segment {campaign.segment!r}"

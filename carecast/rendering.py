@@ -30,6 +30,7 @@ from carecast.campaigns import Campaign
 from carecast.policy import PurposePolicy
 from carecast.registry import PhiClass
 from carecast.streams import Stream
+from carecast.tracking import RecipientLinks, click_url, open_pixel_url
 
 CONTEXT_NAMES = {"organisation", "links", "locale"}
 """Names every template may use without declaring them: they come from the campaign, not a patient."""
@@ -221,16 +222,20 @@ def render_outbox(
     template: MessageTemplate,
     recipients: pa.Table,
     send_date: str,
-    unsubscribe_tokens: list[str] | None = None,
+    links: RecipientLinks | None = None,
 ) -> pa.Table:
     """One message per recipient row (patient_key, variant, email, preferred_language, fields...).
 
-    On a marketing stream every message needs its unsubscribe token (one per recipient, same order):
-    the footer links to it and delivery puts it in the List-Unsubscribe headers."""
-    if stream.unsubscribe is not None and (
-        unsubscribe_tokens is None or len(unsubscribe_tokens) != recipients.num_rows
-    ):
+    ``links`` holds each recipient's tokens (``tracking.issue_recipient_links``, same order). On a
+    marketing stream every message needs its unsubscribe token: the footer links to it and delivery
+    puts it in the List-Unsubscribe headers. With click tokens, ``links.<name>`` in a template is the
+    stream's tracked link for that recipient; without, the declared URL itself. With open tokens the
+    HTML part ends with the first-party pixel."""
+    unsubscribe = links.unsubscribe if links is not None else None
+    if stream.unsubscribe is not None and (unsubscribe is None or len(unsubscribe) != recipients.num_rows):
         raise ValueError("a marketing stream needs one unsubscribe token per recipient")
+    clicks = links.clicks if links is not None else {}
+    opens = links.opens if links is not None else None
     fields = list(template.spec.fields)
     compiled = {
         locale: (template.compiled(locale), template.compiled_subject(locale), template.compiled_preheader(locale))
@@ -242,10 +247,16 @@ def render_outbox(
     for index, row in enumerate(recipients.to_pylist()):
         locale = template.locale_for(row.get("preferred_language"))
         context = {**base_context, "locale": locale, **{name: row[name] for name in fields}}
+        if clicks:
+            context["links"] = {
+                name: click_url(stream, clicks[name][index]) if name in clicks else url
+                for name, url in campaign.links.items()
+            }
         body, subject, preheader = compiled[locale]
-        token = unsubscribe_tokens[index] if unsubscribe_tokens is not None and stream.unsubscribe is not None else ""
+        token = unsubscribe[index] if unsubscribe is not None and stream.unsubscribe is not None else ""
         footer_text, footer_html = footer(stream, f"{stream.unsubscribe.url}/{token}") if token else no_opt_out
         text, markup = markdown_to_parts(body.render(context))
+        pixel = _pixel(open_pixel_url(stream, opens[index])) if opens is not None else ""
         columns["message_key"].append(message_key(campaign, send_date, row["patient_key"]))
         columns["patient_key"].append(row["patient_key"])
         columns["variant"].append(row["variant"])
@@ -254,10 +265,14 @@ def render_outbox(
         columns["subject"].append(_one_line(_unescape(subject.render(context))))
         columns["body_text"].append(text + footer_text)
         columns["body_html"].append(
-            _html_document(markup + footer_html, _one_line(_unescape(preheader.render(context))))
+            _html_document(markup + footer_html + pixel, _one_line(_unescape(preheader.render(context))))
         )
         columns["unsubscribe_token"].append(token)
     return pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+
+
+def _pixel(url: str) -> str:
+    return f'<img src="{html.escape(url)}" width="1" height="1" alt="" style="display:block;border:0">'
 
 
 def _one_line(value: str) -> str:

@@ -41,6 +41,7 @@ from carecast.run_lineage import record_run_lineage, run_version
 from carecast.runtime import Runtime
 from carecast.segments import check_segment_output
 from carecast.send_windows import DEFAULT_FALLBACK_ZONE, time_zones_for
+from carecast.tracking import issue_recipient_links
 
 
 @dataclass(frozen=True)
@@ -226,13 +227,14 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
         recipients = recipients.join(reads[-1].table, "patient_id", join_type="inner")
     recipients = recipients.sort_by("patient_key")
     stream = runtime.project.stream_of(campaign)
-    tokens = None
-    if stream.unsubscribe is not None:
-        tokens = LinkTokens.load_or_create(runtime.kms, runtime.home.keys).issue_many(
-            recipients.column("patient_key").to_pylist(), campaign.name, campaign.purpose, "unsubscribe"
-        )
+    links = issue_recipient_links(
+        LinkTokens.load_or_create(runtime.kms, runtime.home.keys),
+        campaign,
+        stream,
+        recipients.column("patient_key").to_pylist(),
+    )
     outbox = render_outbox(
-        campaign, stream, template, recipients.drop_columns(["patient_id"]), runtime.send_date, tokens
+        campaign, stream, template, recipients.drop_columns(["patient_id"]), runtime.send_date, links
     )
     if campaign.send_window is not None:
         zones = time_zones_for(

@@ -84,6 +84,9 @@ class Stream(_Strict):
     sender: Sender
     dkim: DkimSettings
     unsubscribe: Unsubscribe | None = None
+    tracking_url: str | None = None
+    """Root of this stream's engagement endpoint (``carecast serve``) for tracked links
+    (``<root>/c/<token>``) and the open pixel (``<root>/o/<token>``); https, first party only."""
     connections: int = Field(default=4, ge=1, le=64)
     workers: int = Field(default=2, ge=1, le=64)
     rate_limit: RateLimitConfig
@@ -95,6 +98,13 @@ class Stream(_Strict):
     @property
     def purposes(self) -> tuple[str, ...]:
         return STREAM_PURPOSES[self.kind]
+
+    @field_validator("tracking_url")
+    @classmethod
+    def _https_root(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("the tracking URL must be https")
+        return None if value is None else value.rstrip("/")
 
     @model_validator(mode="after")
     def _marketing_can_unsubscribe(self) -> Stream:

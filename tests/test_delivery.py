@@ -24,6 +24,7 @@ from carecast.project import Project
 from carecast.rendering import render_outbox
 from carecast.send_windows import SendWindow
 from carecast.streams import Stream
+from carecast.tracking import RecipientLinks
 
 SEND_DATE = "2026-11-23"
 MORNING_IN_BOSTON = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -127,7 +128,8 @@ def test_marketing_mail_carries_signed_one_click_unsubscribe(home, kms, project,
     template = project.templates[campaign.template]
     recipients = _recipients(3, ["example.org"])
     tokens = [f"tok{i}" for i in range(3)]
-    outbox = render_outbox(promo, marketing, template, recipients, SEND_DATE, tokens)
+    links = RecipientLinks(unsubscribe=tokens, clicks={}, opens=None)
+    outbox = render_outbox(promo, marketing, template, recipients, SEND_DATE, links)
     keys = ensure_dkim_keys(kms, home.keys, marketing.dkim.domain, marketing.dkim.rsa_selector)
     with Ledger(home.state_db) as ledger:
         counts = deliver_table(outbox, _plan(project, promo, spec, keys, stream=marketing), ledger, spec.open)

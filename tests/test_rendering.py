@@ -207,7 +207,7 @@ def test_a_template_uses_the_extra_columns_its_segment_declares(tmp_path: Path) 
         pa.table(
             {
                 "patient_id": ["p1"],
-                "patient_key": ["k1"],
+                "patient_key": [f"{1:032x}"],  # a pseudonym: link tokens are issued for it
                 "variant": ["A"],
                 "consent_id": pa.array([None], pa.string()),
                 "consent_document_id": pa.array([None], pa.string()),
