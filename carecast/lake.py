@@ -110,6 +110,26 @@ class _KmsBridge(pqe.KmsClient):
         return self._kms.unwrap(blob, master_key_identifier, self._context)
 
 
+class VersionWriter:
+    """The open version of ``Lake.writer``: each ``write`` adds the table's rows as row groups."""
+
+    def __init__(self, parquet_writer: pq.ParquetWriter, row_group_rows: int):
+        self._parquet_writer = parquet_writer
+        self._row_group_rows = row_group_rows
+        self.rows = 0
+        self.discarded = False
+        self.version: DatasetVersion | None = None
+        """The version written, once the ``Lake.writer`` block has ended and published it."""
+
+    def write(self, table: pa.Table) -> None:
+        self._parquet_writer.write_table(table, row_group_size=self._row_group_rows)
+        self.rows += table.num_rows
+
+    def discard(self) -> None:
+        """Leave nothing behind when the block ends (the data turned out not to be needed)."""
+        self.discarded = True
+
+
 class Lake:
     def __init__(self, root: Path, kms: Kms, registry: SchemaRegistry):
         self.root = root
@@ -130,7 +150,19 @@ class Lake:
 
     def write(self, dataset: str, table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> DatasetVersion:
         """A new version of ``dataset``; smaller ``row_group_rows`` let readers take shards (``read(shard=)``)."""
-        classes = self.registry.classes_for(dataset, table.column_names)
+        with self.writer(dataset, table.schema, row_group_rows) as out:
+            out.write(table)
+        return out.version
+
+    @contextlib.contextmanager
+    def writer(self, dataset: str, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS) -> Iterator[VersionWriter]:
+        """A new version of ``dataset`` written table by table, for data that does not fit in memory at once.
+
+        The version is written to a hidden temporary folder and appears whole when the block ends
+        without an exception and without ``discard()``; otherwise nothing is left. Its number (and so
+        the binding context of its keys) is fixed when the block starts.
+        """
+        classes = self.registry.classes_for(dataset, schema.names)
         column_keys: dict[str, list[str]] = defaultdict(list)
         for column, column_class in classes.items():
             column_keys[self.kms.master_key_id(column_class)].append(column)
@@ -149,25 +181,30 @@ class Lake:
         temporary = folder / f".v{version:06d}.{os.getpid()}.tmp"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
-        factory = self._crypto_factory(binding_context(dataset, version))
-        with self.kms.access_log.observe() as entries:
-            properties = factory.file_encryption_properties(
-                pqe.KmsConnectionConfig(), config, parquet_file_path=str(temporary / DATA_FILE)
-            )
-            pq.write_table(
-                table,
-                temporary / DATA_FILE,
-                encryption_properties=properties,
-                row_group_size=row_group_rows,
-                compression="zstd",
-            )
+        try:
+            factory = self._crypto_factory(binding_context(dataset, version))
+            with self.kms.access_log.observe() as entries:
+                properties = factory.file_encryption_properties(
+                    pqe.KmsConnectionConfig(), config, parquet_file_path=str(temporary / DATA_FILE)
+                )
+            with pq.ParquetWriter(
+                temporary / DATA_FILE, schema, encryption_properties=properties, compression="zstd"
+            ) as parquet_writer:
+                out = VersionWriter(parquet_writer, row_group_rows)
+                yield out
+        except BaseException:
+            _remove_unpublished(temporary)
+            raise
+        if out.discarded:
+            _remove_unpublished(temporary)
+            return
         final = folder / f"v{version:06d}"
         os.rename(temporary, final)  # a version appears whole, or not at all
-        return DatasetVersion(
+        out.version = DatasetVersion(
             dataset=dataset,
             version=version,
             path=final / DATA_FILE,
-            rows=table.num_rows,
+            rows=out.rows,
             sha256=_file_sha256(final / DATA_FILE),
             key_ids=tuple(sorted({entry["key_id"] for entry in entries})),
         )
@@ -182,28 +219,50 @@ class Lake:
         """Decrypt the given columns of a dataset version (the latest when none is given); with ``shard``
         (index, count) only the row groups whose number is ``index`` modulo ``count``."""
         found = self.version(dataset, version)
-        with self.kms.access_log.observe() as entries, _integrity(found):
-            parquet_file = pq.ParquetFile(found.path, decryption_properties=self._decryption_properties(found))
-            available = parquet_file.schema_arrow.names
-            wanted = available if columns is None else list(dict.fromkeys(columns))
-            missing = [name for name in wanted if name not in available]
-            if missing:
-                raise KeyError(f"{dataset} v{found.version} has no column(s) {missing}")
+        with self.kms.access_log.observe() as entries, self._opened(found, columns) as (parquet_file, wanted):
             if shard is None:
                 table = parquet_file.read(columns=wanted, use_threads=True)
             else:
                 index, count = shard
                 groups = range(index, parquet_file.num_row_groups, count)
                 table = parquet_file.read_row_groups(groups, columns=wanted, use_threads=True)
-            parquet_file.close()
         key_ids = tuple(sorted({entry["key_id"] for entry in entries}))
         return LakeRead(table=table, version=found, columns=tuple(wanted), key_ids=key_ids)
 
-    def columns(self, dataset: str, version: int | None = None) -> list[str]:
-        """Column names of a stored version (decrypts the footer only)."""
+    def read_row_groups(
+        self, dataset: str, columns: list[str] | None = None, version: int | None = None
+    ) -> Iterator[pa.Table]:
+        """Decrypt a version one row group at a time (the latest when none is given), for a caller that
+        passes a version larger than memory through."""
+        found = self.version(dataset, version)
+        with self._opened(found, columns) as (parquet_file, wanted):
+            for index in range(parquet_file.num_row_groups):
+                yield parquet_file.read_row_group(index, columns=wanted, use_threads=True)
+
+    @contextlib.contextmanager
+    def _opened(self, found: DatasetVersion, columns: list[str] | None) -> Iterator[tuple[pq.ParquetFile, list[str]]]:
+        """The version's file opened for decryption, and the columns to read (all when none are given)."""
+        with _integrity(found):
+            parquet_file = pq.ParquetFile(found.path, decryption_properties=self._decryption_properties(found))
+            try:
+                available = parquet_file.schema_arrow.names
+                wanted = available if columns is None else list(dict.fromkeys(columns))
+                missing = [name for name in wanted if name not in available]
+                if missing:
+                    raise KeyError(f"{found.dataset} v{found.version} has no column(s) {missing}")
+                yield parquet_file, wanted
+            finally:
+                parquet_file.close()
+
+    def schema(self, dataset: str, version: int | None = None) -> pa.Schema:
+        """The Arrow schema of a stored version (decrypts the footer only)."""
         found = self.version(dataset, version)
         with _integrity(found):
-            return pq.read_schema(found.path, decryption_properties=self._decryption_properties(found)).names
+            return pq.read_schema(found.path, decryption_properties=self._decryption_properties(found))
+
+    def columns(self, dataset: str, version: int | None = None) -> list[str]:
+        """Column names of a stored version (decrypts the footer only)."""
+        return self.schema(dataset, version).names
 
     def rewrap(self, dataset: str, version: int) -> None:
         """Re-wrap a version's keys under the current master key versions (epoch classes excepted)."""
@@ -262,6 +321,14 @@ def _integrity(found: DatasetVersion) -> Iterator[None]:
             f"{found.dataset} v{found.version}: its keys do not open ({type(error).__name__}): "
             "files swapped, altered, or shredded"
         ) from None
+
+
+def _remove_unpublished(temporary: Path) -> None:
+    """Remove a version that was never published, and its dataset's folder if that leaves it empty
+    (so ``datasets()`` does not list a dataset without versions)."""
+    shutil.rmtree(temporary, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        temporary.parent.rmdir()
 
 
 def _file_sha256(path: Path) -> str:

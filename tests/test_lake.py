@@ -76,3 +76,33 @@ def test_a_version_folder_copied_over_another_is_detected(lake: Lake) -> None:
     with pytest.raises(LakeIntegrityError, match="raw_synthea_patients v2"):
         lake.read("raw_synthea_patients")
     assert lake.read("raw_synthea_patients", version=1).table.num_rows == 2
+
+
+def test_a_version_written_table_by_table_is_one_version(lake: Lake) -> None:
+    whole = lake.write("raw_synthea_patients", _patients())
+    with lake.writer("raw_synthea_patients", _patients().schema) as out:
+        out.write(_patients().slice(0, 1))
+        assert lake.version_numbers("raw_synthea_patients") == [1], "not visible before it is complete"
+        out.write(_patients().slice(1))
+    assert (out.version.version, out.version.rows) == (2, 2)
+    assert out.version.key_ids == whole.key_ids
+    assert CANARY_NAME.encode() not in out.version.path.read_bytes()
+    assert lake.read("raw_synthea_patients").table.equals(_patients())
+    groups = list(lake.read_row_groups("raw_synthea_patients", ["Id"]))
+    assert [group.to_pylist() for group in groups] == [[{"Id": "p1"}], [{"Id": "p2"}]]
+    assert lake.schema("raw_synthea_patients") == lake.read("raw_synthea_patients").table.schema
+
+
+def test_a_version_not_completed_leaves_nothing(lake: Lake) -> None:
+    with (
+        pytest.raises(RuntimeError, match="interrupted"),
+        lake.writer("raw_synthea_patients", _patients().schema) as out,
+    ):
+        out.write(_patients())
+        raise RuntimeError("interrupted")
+    with lake.writer("raw_synthea_patients", _patients().schema) as out:
+        out.write(_patients())
+        out.discard()
+    assert out.version is None
+    assert not lake.exists("raw_synthea_patients") and lake.datasets() == []
+    assert not any(lake.root.rglob("*.parquet"))

@@ -2,7 +2,7 @@ import pytest
 
 from carecast.crypto import sealed_file
 from carecast.crypto.kms import KeyBindingError, LocalKms
-from carecast.crypto.sealed_file import SealedFileError, open_sealed, seal_bytes
+from carecast.crypto.sealed_file import SealedFileError, iter_sealed, open_sealed, seal_bytes, seal_chunks
 
 
 def test_round_trip_hides_the_content(kms: LocalKms, tmp_path) -> None:
@@ -47,3 +47,36 @@ def test_a_sealed_file_moved_to_another_batch_does_not_open(kms: LocalKms, tmp_p
     (second / "patients.csv.enc").write_bytes(path.read_bytes())
     with pytest.raises(KeyBindingError, match="sealed:synthea/batch-2/patients.csv.enc"):
         open_sealed(second / "patients.csv.enc", kms)
+
+
+def test_iter_sealed_gives_the_plaintext_chunk_by_chunk(kms: LocalKms, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sealed_file, "CHUNK_BYTES", 8)
+    data = bytes(range(25))
+    path = seal_bytes(data, tmp_path / "x.enc", kms)
+    assert [len(chunk) for chunk in iter_sealed(path, kms)] == [8, 8, 8, 1]
+    assert b"".join(iter_sealed(path, kms)) == data
+
+
+def test_a_file_cut_at_a_chunk_boundary_fails_on_its_new_last_chunk(kms: LocalKms, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sealed_file, "CHUNK_BYTES", 8)
+    path = seal_bytes(bytes(range(40)), tmp_path / "x.enc", kms)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: -(4 + 8 + 16)])  # the last chunk gone: what is left is still well formed
+    chunks = iter_sealed(path, kms)
+    assert [next(chunks) for _ in range(3)] == [bytes(range(0, 8)), bytes(range(8, 16)), bytes(range(16, 24))]
+    with pytest.raises(SealedFileError, match="chunk 3 fails authentication"):
+        next(chunks)
+    path.write_bytes(raw[: -(8 + 16) - 2])  # cut inside a length prefix
+    with pytest.raises(SealedFileError, match="chunk 4 truncated"):
+        b"".join(iter_sealed(path, kms))
+
+
+def test_seal_chunks_seals_pieces_as_they_come(kms: LocalKms, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sealed_file, "CHUNK_BYTES", 8)
+    pieces = [b"Id,FIRST", b"\np1,", b"", b"Zebulon9"]
+    path = seal_chunks(iter(pieces), tmp_path / "x.enc", kms)
+    assert list(iter_sealed(path, kms)) == pieces
+    assert open_sealed(seal_chunks(iter([]), tmp_path / "empty.enc", kms), kms) == b""
+    with pytest.raises(ValueError, match="over the chunk size"):
+        seal_chunks(iter([b"123456789"]), tmp_path / "big.enc", kms)
+    assert sorted(p.name for p in tmp_path.glob("*enc*")) == ["empty.enc", "x.enc"]

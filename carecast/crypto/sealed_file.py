@@ -15,8 +15,11 @@ import json
 import os
 import secrets
 import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from carecast.crypto.envelope import new_data_key, open_data_key
@@ -43,6 +46,13 @@ def binding_context(path: Path) -> str:
 
 def seal_bytes(data: bytes, target: Path, kms: Kms, key_class: str = "landing") -> Path:
     """Write ``data`` sealed to ``target`` (atomically, via a temporary name); return the path."""
+    pieces = (data[start : start + CHUNK_BYTES] for start in range(0, max(len(data), 1), CHUNK_BYTES))
+    return seal_chunks(pieces, target, kms, key_class)
+
+
+def seal_chunks(pieces: Iterable[bytes], target: Path, kms: Kms, key_class: str = "landing") -> Path:
+    """``seal_bytes`` for plaintext that arrives in pieces (an extract larger than memory): each
+    piece, of at most ``CHUNK_BYTES``, becomes one chunk."""
     data_key = new_data_key(kms, key_class, binding_context(target))
     prefix = secrets.token_bytes(8)
     header = json.dumps(
@@ -51,46 +61,70 @@ def seal_bytes(data: bytes, target: Path, kms: Kms, key_class: str = "landing") 
     ).encode()
     aead = AESGCM(data_key.secret)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(MAGIC + _LENGTH.pack(len(header)) + header)
-        chunks = range(0, max(len(data), 1), CHUNK_BYTES)
-        for index, start in enumerate(chunks):
-            last = index == len(chunks) - 1
-            nonce = prefix + struct.pack(">I", index)
-            sealed = aead.encrypt(nonce, data[start : start + CHUNK_BYTES], _associated_data(header, index, last))
-            handle.write(_LENGTH.pack(len(sealed)) + sealed)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(MAGIC + _LENGTH.pack(len(header)) + header)
+            for index, (piece, last) in enumerate(_marking_the_last(iter(pieces))):
+                if len(piece) > CHUNK_BYTES:
+                    raise ValueError(f"a piece of {len(piece)} bytes is over the chunk size ({CHUNK_BYTES})")
+                nonce = prefix + struct.pack(">I", index)
+                sealed = aead.encrypt(nonce, piece, _associated_data(header, index, last))
+                handle.write(_LENGTH.pack(len(sealed)) + sealed)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, target)
     return target
 
 
-def open_sealed(path: Path, kms: Kms) -> bytes:
-    raw = path.read_bytes()
-    if not raw.startswith(MAGIC):
-        raise SealedFileError(f"{path}: not a sealed file")
-    offset = len(MAGIC)
-    (header_length,) = _LENGTH.unpack_from(raw, offset)
-    offset += _LENGTH.size
-    header = raw[offset : offset + header_length]
-    offset += header_length
-    fields = json.loads(header)
-    data_key = open_data_key(kms, fields["key_id"], bytes.fromhex(fields["wrapped"]), binding_context(path))
-    aead = AESGCM(data_key.secret)
-    prefix = bytes.fromhex(fields["nonce_prefix"])
-    parts, index = [], 0
-    view = memoryview(raw)  # chunks are decrypted in place, not copied out first
-    while offset < len(raw):
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += _LENGTH.size
-        sealed = view[offset : offset + length]
-        offset += length
-        last = offset >= len(raw)
-        try:
-            parts.append(aead.decrypt(prefix + struct.pack(">I", index), sealed, _associated_data(header, index, last)))
-        except Exception:
-            raise SealedFileError(
-                f"{path}: chunk {index} fails authentication (damaged, truncated or altered)"
-            ) from None
-        index += 1
+def _marking_the_last(pieces: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """Each piece and whether it is the last (no pieces at all: one empty last piece)."""
+    previous = next(pieces, b"")
+    for piece in pieces:
+        yield previous, False
+        previous = piece
+    yield previous, True
+
+
+def iter_sealed(path: Path, kms: Kms) -> Iterator[bytes]:
+    """The plaintext of a sealed file chunk by chunk (at most ``CHUNK_BYTES`` each), for files larger
+    than memory.
+
+    Each chunk is authenticated before it is yielded, and only the last chunk of the file was sealed as
+    last: a file cut at a chunk boundary fails on its new last chunk, as one cut mid-chunk does. So a
+    caller acts on what it read only once the iterator is exhausted without an error.
+    """
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if handle.read(len(MAGIC)) != MAGIC:
+            raise SealedFileError(f"{path}: not a sealed file")
+        header = handle.read(_read_length(handle, path, "header"))
+        fields = json.loads(header)
+        data_key = open_data_key(kms, fields["key_id"], bytes.fromhex(fields["wrapped"]), binding_context(path))
+        aead = AESGCM(data_key.secret)
+        prefix = bytes.fromhex(fields["nonce_prefix"])
+        index = 0
+        while handle.tell() < size:
+            sealed = handle.read(_read_length(handle, path, f"chunk {index}"))
+            last = handle.tell() >= size
+            try:
+                yield aead.decrypt(prefix + struct.pack(">I", index), sealed, _associated_data(header, index, last))
+            except InvalidTag:
+                raise SealedFileError(
+                    f"{path}: chunk {index} fails authentication (damaged, truncated or altered)"
+                ) from None
+            index += 1
     if index == 0:
         raise SealedFileError(f"{path}: truncated (no chunks)")
-    return b"".join(parts)
+
+
+def open_sealed(path: Path, kms: Kms) -> bytes:
+    """The whole plaintext, for callers that hold it in memory anyway."""
+    return b"".join(iter_sealed(path, kms))
+
+
+def _read_length(handle: BinaryIO, path: Path, what: str) -> int:
+    raw = handle.read(_LENGTH.size)
+    if len(raw) < _LENGTH.size:
+        raise SealedFileError(f"{path}: {what} truncated (its length is cut off)")
+    return _LENGTH.unpack(raw)[0]

@@ -25,19 +25,30 @@ def read_extract(source: Path | bytes, name: str, file_format: str, spec: TableS
     data = source if isinstance(source, bytes) else source.read_bytes()
     if not data or data.isspace():
         raise ExtractError(f"{name}: file is empty")
-    _refuse_bad_encoding(data, name)
+    return read_block(data, name, file_format, spec)
+
+
+def read_block(
+    data: bytes, name: str, file_format: str, spec: TableSpec, line_offset: int = 0
+) -> tuple[pl.DataFrame, list[str]]:
+    """``read_extract`` for whole lines of an extract (a CSV block starts with the file's header line).
+
+    ``line_offset`` is the number of file lines left out before ``data``'s first line (after the
+    header, for CSV), so the lines errors name are the file's.
+    """
+    _refuse_bad_encoding(data, name, line_offset)
     try:
         if file_format == "ndjson":
             frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
             frame = frame.select(pl.all().cast(pl.String))
         else:
-            _refuse_truncated_csv(data, name)
+            _refuse_truncated_csv(data, name, line_offset)
             frame = pl.read_csv(io.BytesIO(data), infer_schema=False, encoding="utf8", raise_if_empty=True)
     except (pl.exceptions.PolarsError, OSError) as error:
         # Parser messages can quote the offending line, which is PHI: keep the kind and find the line.
         line, problem = _locate_problem(data, file_format)
         raise ExtractError(
-            f"{name}:{line}: cannot be parsed as {file_format}: {problem} ({type(error).__name__})"
+            f"{name}:{line + line_offset}: cannot be parsed as {file_format}: {problem} ({type(error).__name__})"
         ) from None
     return select_declared(frame, name, spec)
 
@@ -55,13 +66,13 @@ def line_of_offset(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _refuse_bad_encoding(data: bytes, name: str) -> None:
+def _refuse_bad_encoding(data: bytes, name: str, line_offset: int) -> None:
     if data.isascii():  # most extracts are: checked word by word, twenty times faster than decoding
         return
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = line_of_offset(data, error.start)
+        line = line_of_offset(data, error.start) + line_offset
         raise ExtractError(
             f"{name}:{line}: not UTF-8 (a byte at column {_column(data, error.start)} cannot be decoded)"
         ) from None
@@ -71,7 +82,7 @@ def _column(data: bytes, offset: int) -> int:
     return offset - (data.rfind(b"\n", 0, offset) + 1) + 1
 
 
-def _refuse_truncated_csv(data: bytes, name: str) -> None:
+def _refuse_truncated_csv(data: bytes, name: str, line_offset: int) -> None:
     """A file cut off mid-row: its last line ends without a newline and has fewer fields than the header."""
     if data.endswith(b"\n"):
         return
@@ -82,7 +93,7 @@ def _refuse_truncated_csv(data: bytes, name: str) -> None:
     header = next(csv.reader([data[:header_end].decode()]))
     last = next(csv.reader([data[last_start:].decode()]), [])
     if len(last) < len(header):
-        line = line_of_offset(data, last_start)
+        line = line_of_offset(data, last_start) + line_offset
         raise ExtractError(f"{name}:{line}: truncated (the last row has {len(last)} of {len(header)} fields)")
 
 

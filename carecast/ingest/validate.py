@@ -56,10 +56,19 @@ def cast_expression(name: str, spec: ColumnSpec, every_format: bool = True) -> p
     raise ValueError(f"unknown column type {spec.type!r}")
 
 
-def validate(frame: pl.DataFrame, spec: TableSpec, first_line: int = 2) -> Validated:
+def loaded_schema(spec: TableSpec) -> pl.Schema:
+    """The columns and types of ``Validated.loaded``: every declared column, in declaration order."""
+    return pl.Schema({name: _DTYPES[column.type] for name, column in spec.columns.items()})
+
+
+def validate(
+    frame: pl.DataFrame, spec: TableSpec, first_line: int = 2, seen_before: pl.Series | None = None
+) -> Validated:
     """Cast every declared column; quarantine rows that break a rule, naming the rule and column.
 
     ``first_line`` is the file line of the first record (2 for CSV with a header, 1 for NDJSON).
+    ``seen_before`` marks the rows whose key an earlier block of the same file already had, so a
+    file validated block by block keeps the first occurrence of a key as a whole file does.
     """
     columns = frame.columns
     numbered = frame.with_row_index("_line", offset=first_line)
@@ -84,7 +93,10 @@ def validate(frame: pl.DataFrame, spec: TableSpec, first_line: int = 2) -> Valid
             broken = pl.col(f"__typed_{name}").is_null() & (pl.col(name).str.strip_chars().fill_null("") != "")
             failures.append((broken, f"type_{column_spec.type}", name))
     if spec.key and spec.key in columns:
-        failures.append((pl.col(spec.key).is_first_distinct().not_(), "unique", spec.key))
+        repeated = pl.col(spec.key).is_first_distinct().not_()
+        if seen_before is not None:
+            repeated = repeated | pl.lit(seen_before)
+        failures.append((repeated, "unique", spec.key))
 
     rule = pl.lit(None, dtype=pl.String)
     failing_column = pl.lit(None, dtype=pl.String)
@@ -97,8 +109,8 @@ def validate(frame: pl.DataFrame, spec: TableSpec, first_line: int = 2) -> Valid
     # so the raw schema (and every model over it) does not depend on which sender wrote the batch.
     loaded = judged.filter(pl.col("_rule").is_null()).select(
         [
-            pl.col(f"__typed_{name}").alias(name) if name in columns else pl.lit(None, _DTYPES[c.type]).alias(name)
-            for name, c in spec.columns.items()
+            pl.col(f"__typed_{name}").alias(name) if name in columns else pl.lit(None, dtype).alias(name)
+            for name, dtype in loaded_schema(spec).items()
         ]
     )
     quarantined = judged.filter(pl.col("_rule").is_not_null()).select(
