@@ -28,17 +28,15 @@ def _materialize(
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.partitions import CAMPAIGN_RUNS
     from pipelines.resources import CarecastResource, MailTransportResource
 
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet else "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
         graph = defs.resolve_asset_graph()
         selected = [dg.AssetKey(name) for name in selection] if selection else graph.get_all_asset_keys()
-        run = None  # the campaign-run partition (the send date), when a campaign asset is selected
-        if any(graph.get(key).partitions_def is not None for key in selected):
-            run = as_of.isoformat()
-            instance.add_dynamic_partitions(CAMPAIGN_RUNS, [run])
+        # the campaign-run partition (the send date), when a campaign asset is selected
+        partitioned = any(graph.get(key).partitions_def is not None for key in selected)
+        run = as_of.isoformat() if partitioned else None
         result = dg.materialize(
             list(defs.assets),
             selection=selection,

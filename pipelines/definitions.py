@@ -11,7 +11,7 @@ from assets.segments import segment_assets
 from carecast.project import Project, load_project
 from pipelines.maintenance import maintenance_jobs
 from pipelines.resources import CarecastResource, MailTransportResource
-from pipelines.sensors import campaign_run_sensor, landing_sensor
+from pipelines.sensors import landing_sensor
 
 everything_job = dg.define_asset_job(
     "carecast_everything", selection=dg.AssetSelection.all(), description="Ingest through report, every campaign."
@@ -20,6 +20,12 @@ campaign_run_job = dg.define_asset_job(
     "carecast_campaign_run",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("ingest"),
     description="Models, segments and every campaign for one campaign run (partition: the send date).",
+)
+daily_campaign_run = dg.build_schedule_from_partitioned_job(
+    campaign_run_job,
+    hour_of_day=8,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every day at 08:00 UTC: models, segments and every campaign for that day's campaign run.",
 )
 ingest_job = dg.define_asset_job(
     "carecast_ingest", selection=dg.AssetSelection.groups("ingest"), description="Apply every pending landing batch."
@@ -37,8 +43,8 @@ def build_definitions(project: Project) -> dg.Definitions:
         ],
         resources={"carecast": CarecastResource(), "mail": MailTransportResource()},
         jobs=[everything_job, campaign_run_job, ingest_job, *maintenance],
-        schedules=schedules,
-        sensors=[landing_sensor(project), campaign_run_sensor(campaign_run_job)],
+        schedules=[*schedules, daily_campaign_run],
+        sensors=[landing_sensor(project)],
     )
 
 

@@ -1,16 +1,12 @@
-"""Sensors: a new complete landing batch launches the ingest of the raw datasets it feeds; a new UTC
-day adds its campaign-run partition and runs the campaigns for it."""
+"""The landing sensor: a new complete batch launches the ingest of the raw datasets it feeds."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 import dagster as dg
 
 from carecast.ingest.journal import IngestJournal
 from carecast.ingest.landing import pending_files
 from carecast.project import Project
-from pipelines.partitions import CAMPAIGN_RUNS, campaign_runs
 from pipelines.resources import CarecastResource
 
 
@@ -45,22 +41,3 @@ def landing_sensor(project: Project) -> dg.SensorDefinition:
 
     return _landing
 
-
-def campaign_run_sensor(job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
-    @dg.sensor(
-        name="daily_campaign_run",
-        job=job,
-        minimum_interval_seconds=3600,
-        default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Once per UTC day: adds the day's campaign-run partition and runs every campaign for it.",
-    )
-    def _daily(context: dg.SensorEvaluationContext):
-        today = datetime.now(UTC).date().isoformat()
-        if context.instance.has_dynamic_partition(CAMPAIGN_RUNS, today):
-            return dg.SkipReason(f"the campaign run of {today} exists")
-        return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=today, partition_key=today)],
-            dynamic_partitions_requests=[campaign_runs.build_add_request([today])],
-        )
-
-    return _daily

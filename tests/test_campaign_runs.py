@@ -1,42 +1,23 @@
-"""Campaign runs are Dagster partitions keyed by send date; a sensor opens one per UTC day."""
+"""Campaign runs are daily Dagster partitions keyed by send date, with a stopped-by-default schedule."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-import dagster as dg
 import pytest
 
-from pipelines.partitions import CAMPAIGN_RUNS, campaign_runs, send_date_of
-from pipelines.sensors import campaign_run_sensor
+from pipelines.partitions import campaign_runs, send_date_of
 
 
-def _sensor() -> dg.SensorDefinition:
-    job = dg.define_asset_job("runs", selection=dg.AssetSelection.all())
-    return campaign_run_sensor(job)
-
-
-def test_the_sensor_opens_todays_run_once() -> None:
-    today = datetime.now(UTC).date().isoformat()
-    with dg.DagsterInstance.ephemeral() as instance:
-        with dg.build_sensor_context(instance=instance) as context:
-            result = _sensor()(context)
-        assert isinstance(result, dg.SensorResult)
-        assert [request.partition_key for request in result.run_requests] == [today]
-        assert result.dynamic_partitions_requests == [campaign_runs.build_add_request([today])]
-        # once the partition exists (as the daemon adds it from the request), the day is done
-        instance.add_dynamic_partitions(CAMPAIGN_RUNS, [today])
-        with dg.build_sensor_context(instance=instance) as context:
-            assert isinstance(_sensor()(context), dg.SkipReason)
-
-
-def test_partition_keys_are_send_dates() -> None:
+def test_partition_keys_are_send_dates_up_to_today() -> None:
     assert send_date_of("2026-11-23") == date(2026, 11, 23)
     with pytest.raises(ValueError, match="ISO dates"):
         send_date_of("november")
+    # today's run exists before the day is over (end_offset=1), tomorrow's does not yet
+    assert campaign_runs.get_last_partition_key() == datetime.now(UTC).date().isoformat()
 
 
-def test_every_campaign_asset_is_partitioned_by_campaign_run() -> None:
+def test_every_campaign_asset_is_partitioned_by_campaign_run_and_scheduled_daily() -> None:
     from pipelines.definitions import defs
 
     graph = defs.resolve_asset_graph()
@@ -48,3 +29,5 @@ def test_every_campaign_asset_is_partitioned_by_campaign_run() -> None:
     }
     job = defs.resolve_job_def("carecast_campaign_run")
     assert job.partitions_def == campaign_runs
+    schedule = defs.resolve_schedule_def("carecast_campaign_run_schedule")
+    assert schedule.cron_schedule == "0 8 * * *" and schedule.job_name == "carecast_campaign_run"

@@ -46,6 +46,8 @@ def materialized(tmp_path_factory: pytest.TempPathFactory, temp_dir: Path) -> Pa
             "pipelines.definitions",
             "--select",
             "*",
+            "--partition",
+            AS_OF,
             "--config-json",
             json.dumps(RUN_CONFIG),
         ],
