@@ -1,9 +1,9 @@
 """The engagement endpoint over real HTTP on loopback: uvicorn in a thread, httpx as the client.
 
-Covers RFC 8058 one-click, the no-JavaScript page and its confirm form, expired-but-authentic tokens
-(still honoured), forged tokens (400, never echoed), replays (one event), GET never unsubscribing,
-the security headers, and that the next audience's input (``Ledger.suppressions_for``) excludes
-the patient.
+Covers RFC 8058 one-click, the no-JavaScript page and its confirm form, expired tokens (refused, an
+opt-out mailbox offered), forged tokens (400, never echoed), replays (one event), GET never
+unsubscribing, tracked clicks (only to declared URLs) and the open pixel, the security headers, and
+that the next audience's input (``Ledger.suppressions_for``) excludes the patient.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from carecast.crypto.kms import LocalKms
-from carecast.engagement.app import SECURITY_HEADERS, build_app
+from carecast.engagement.app import SECURITY_HEADERS, CampaignEndpoint, build_app
 from carecast.home import CarecastHome
 from carecast.ledger import Ledger
 from carecast.link_tokens import LinkTokens
@@ -29,6 +29,8 @@ NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 CAMPAIGN = "spring_newsletter"
 PURPOSE = "marketing"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+JOIN_URL = "https://riverside-health.example.org/programs/join"
+OPT_OUT_MAILBOX = "unsubscribe@news.riverside-health.example.org"
 
 
 class Endpoint:
@@ -51,7 +53,8 @@ class Endpoint:
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     home = CarecastHome(tmp_path_factory.mktemp("engagement") / "home").ensure()
     kms = LocalKms(home.keys)
-    app = build_app(home, kms, now=lambda: NOW, organisations={CAMPAIGN: "Riverside Health"})
+    campaign = CampaignEndpoint("Riverside Health", {"join": JOIN_URL}, OPT_OUT_MAILBOX)
+    app = build_app(home, kms, now=lambda: NOW, campaigns={CAMPAIGN: campaign})
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -130,12 +133,52 @@ def test_confirm_needs_a_scope(endpoint):
     assert endpoint.rows("suppressions", 6) == []
 
 
-def test_expired_token_still_unsubscribes(endpoint):
+def test_an_expired_token_is_refused_and_the_page_offers_another_way_out(endpoint):
     token = endpoint.token(7, issued=NOW - timedelta(days=40), ttl=timedelta(days=30))
     with pytest.raises(Exception, match="expired"):
         endpoint.tokens.verify(token, now=NOW)
-    assert endpoint.client.post(f"/u/{token}", data=ONE_CLICK).status_code == 200
-    assert endpoint.suppressions()[f"{7:032x}"] == "unsubscribed"
+    for response in (
+        endpoint.client.post(f"/u/{token}", data=ONE_CLICK),
+        endpoint.client.get(f"/u/{token}"),
+        endpoint.client.post(f"/u/{token}/confirm", data={"scope": "all"}),
+    ):
+        assert response.status_code == 410 and OPT_OUT_MAILBOX in response.text and token not in response.text
+        _assert_secure(response)
+    assert endpoint.rows("suppressions", 7) == []
+
+
+def test_a_click_is_recorded_once_and_redirects_only_to_the_declared_url(endpoint):
+    token = endpoint.token(20, kind="click", link="join")
+    for _ in range(2):  # a replay (or a scanner fetching it again) is the same event
+        response = endpoint.client.get(f"/c/{token}")
+        assert response.status_code == 303 and response.headers["location"] == JOIN_URL
+        _assert_secure(response)
+    assert endpoint.client.head(f"/c/{token}").status_code == 303  # link checkers: redirected, not counted
+    clicks = endpoint.rows("engagement_log", 20)
+    assert [(row[7], row[8]) for row in clicks] == [("click", "join")]
+
+
+def test_a_click_token_for_an_undeclared_link_or_of_another_kind_never_redirects(endpoint):
+    undeclared = endpoint.token(21, kind="click", link="https-evil-example")
+    response = endpoint.client.get(f"/c/{undeclared}")
+    assert response.status_code == 404 and "location" not in response.headers
+    for token in (endpoint.token(21), endpoint.token(21, kind="open"), "not-a-token"):
+        response = endpoint.client.get(f"/c/{token}")
+        assert response.status_code == 400 and "location" not in response.headers
+    expired = endpoint.token(21, kind="click", link="join", issued=NOW - timedelta(days=40), ttl=timedelta(days=30))
+    assert endpoint.client.get(f"/c/{expired}").status_code == 410
+    assert endpoint.rows("engagement_log", 21) == []
+
+
+def test_the_open_pixel_is_a_gif_and_counts_once_but_never_for_treatment(endpoint):
+    response = endpoint.client.get(f"/o/{endpoint.token(22, kind='open')}")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/gif"
+    assert response.content.startswith(b"GIF89a")
+    endpoint.client.get(f"/o/{endpoint.token(22, kind='open')}")
+    assert [row[7] for row in endpoint.rows("engagement_log", 22)] == ["open"]
+    treatment = endpoint.tokens.issue(f"{23:032x}", CAMPAIGN, "treatment", "open", now=NOW)
+    assert endpoint.client.get(f"/o/{treatment}").status_code == 200
+    assert endpoint.rows("engagement_log", 23) == []
 
 
 @pytest.mark.parametrize("method", ["get", "one_click", "confirm"])

@@ -1,1 +1,1 @@
-"""The engagement endpoint (``carecast serve``): one-click unsubscribe pages and their event store."""
+"""Engagement: the endpoint (``carecast serve``), provider feedback (SES events, DSNs, ARF) and their event store."""
