@@ -136,6 +136,8 @@ class Audience:
     """patient_id, patient_key, variant (``holdout`` for the control group), consent ids."""
     segment_size: int
     excluded: dict[str, int]
+    exclusions: pa.Table
+    """patient_key, reason: every segment member left out, so an audit can say why (no PHI)."""
 
     @property
     def holdout(self) -> int:
@@ -169,13 +171,19 @@ def build_audience(
         judged = connection.sql(sql, params=parameters).to_arrow_table()
     reasons = pc.value_counts(judged.column("exclusion").drop_null()).to_pylist()
     excluded = {item["values"]: item["counts"] for item in reasons}
+    left_out = judged.filter(judged.column("exclusion").is_valid())
+    exclusion_keys = pseudonymizer.patient_keys(left_out.column("patient_id").to_pylist())
+    exclusion_reasons = left_out.column("exclusion").to_pylist()
     kept = judged.filter(judged.column("exclusion").is_null()).drop_columns(["exclusion"])
     kept = kept.sort_by("patient_id")
     patient_keys = pseudonymizer.patient_keys(kept.column("patient_id").to_pylist())
     if ledger_exclusions:
         reasons = [ledger_exclusions.get(key) for key in patient_keys]
-        for reason in filter(None, reasons):
-            excluded[reason] = excluded.get(reason, 0) + 1
+        for key, reason in zip(patient_keys, reasons, strict=True):
+            if reason:
+                excluded[reason] = excluded.get(reason, 0) + 1
+                exclusion_keys.append(key)
+                exclusion_reasons.append(reason)
         keep_mask = pa.array([reason is None for reason in reasons])
         kept = kept.filter(keep_mask)
         patient_keys = [key for key, reason in zip(patient_keys, reasons, strict=True) if reason is None]
@@ -187,6 +195,9 @@ def build_audience(
         members=members.select(["patient_id", "patient_key", "variant", "consent_id", "consent_document_id"]),
         segment_size=judged.num_rows,
         excluded=dict(sorted(excluded.items())),
+        exclusions=pa.table(
+            {"patient_key": pa.array(exclusion_keys, pa.string()), "reason": pa.array(exclusion_reasons, pa.string())}
+        ),
     )
 
 

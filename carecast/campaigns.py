@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -38,6 +39,9 @@ class Campaign(BaseModel):
     (from their address); the rest wait, deferred, for the next opening."""
     links: dict[str, str] = Field(default_factory=dict)
     """The only URLs the campaign's messages may link to, by name (templates use ``links.<name>``)."""
+    goal: Literal["left_segment"] | None = None
+    """What counts as converted, for the holdout lift: ``left_segment``, the member is no longer in the
+    campaign's segment when the report is built (the care gap closed: screened, vaccinated, seen)."""
     track_clicks: bool = True
     """Links go through the stream's first-party endpoint (``/c/<token>``), which records the click and
     redirects to the declared URL; the token names the link, never the URL or the patient."""

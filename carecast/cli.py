@@ -10,7 +10,9 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from carecast.cli_audit import add_audit_commands
 from carecast.cli_deliver import add_deliver_commands
+from carecast.cli_events import add_events_commands
 from carecast.cli_serve import add_serve_command
 from carecast.home import CarecastHome
 
@@ -288,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("segments", nargs="*", help="segment files or names (default: every segment)")
     test.set_defaults(handler=command_segment_test)
 
+    add_audit_commands(commands)
     add_deliver_commands(commands)
     add_serve_command(commands)
+    add_events_commands(commands)
 
     retention = commands.add_parser("retention", help="crypto-shred what retention says has expired")
     retention_commands = retention.add_subparsers(dest="retention_command", required=True)

@@ -52,6 +52,14 @@ create table if not exists campaign_stages (
     recorded_at text not null,
     primary key (campaign, send_date, stage)
 );
+create table if not exists audience_exclusions (
+    campaign text not null,
+    send_date text not null,
+    patient_key text not null,
+    reason text not null,
+    primary key (campaign, send_date, patient_key)
+);
+create index if not exists audience_exclusions_patient on audience_exclusions (patient_key);
 create table if not exists suppressions (
     patient_key text not null,
     reason text not null,
@@ -258,6 +266,17 @@ class Ledger(StateDb):
             )
         }
 
+    def run_messages(self, campaign: str, send_date: str) -> dict[str, list]:
+        """Every message of a campaign run as columns: message_key, patient_key, state and ``day`` (the
+        UTC date of its last change, when it was sent or given up)."""
+        rows = self._connection.execute(
+            "select message_key, patient_key, state, substr(updated_at, 1, 10) from send_ledger"
+            " where campaign = ? and send_date = ?",
+            (campaign, send_date),
+        ).fetchall()
+        columns = list(zip(*rows, strict=True)) or [(), (), (), ()]
+        return dict(zip(("message_key", "patient_key", "state", "day"), map(list, columns), strict=True))
+
     def messages_of_patient(self, patient_key: str) -> list[SentMessage]:
         """Every ledger row of one patient, oldest send date first."""
         rows = self._connection.execute(
@@ -341,6 +360,42 @@ class Ledger(StateDb):
             (campaign, send_date),
         )
         return dict(rows.fetchall())
+
+    def record_exclusions(self, campaign: str, send_date: str, patient_keys: list[str], reasons: list[str]) -> None:
+        """Who the audience of a run left out and why (pseudonyms and reasons), replacing what an earlier
+        build of the same run recorded, so the audit can say why a patient got no message."""
+        with self._transaction():
+            self._connection.execute(
+                "delete from audience_exclusions where campaign = ? and send_date = ?", (campaign, send_date)
+            )
+            self._connection.executemany(
+                "insert into audience_exclusions values (?, ?, ?, ?)",
+                [(campaign, send_date, key, reason) for key, reason in zip(patient_keys, reasons, strict=True)],
+            )
+
+    def suppressions_of_patient(self, patient_key: str) -> list[dict[str, str]]:
+        rows = self._connection.execute(
+            "select reason, purpose, source, created_at from suppressions where patient_key = ? order by created_at",
+            (patient_key,),
+        )
+        return [dict(zip(("reason", "purpose", "source", "created_at"), row, strict=True)) for row in rows]
+
+    def run_dates(self, campaign: str) -> list[str]:
+        """Send dates on which the campaign's audience was built, oldest first."""
+        rows = self._connection.execute(
+            "select send_date from campaign_stages where campaign = ? and stage = 'audience' order by send_date",
+            (campaign,),
+        )
+        return [send_date for (send_date,) in rows]
+
+    def exclusions_of_patient(self, patient_key: str) -> list[tuple[str, str, str]]:
+        """(campaign, send date, reason) of every run whose audience left this patient out."""
+        rows = self._connection.execute(
+            "select campaign, send_date, reason from audience_exclusions where patient_key = ?"
+            " order by send_date, campaign",
+            (patient_key,),
+        )
+        return rows.fetchall()
 
     def record_stage(self, campaign: str, send_date: str, stage: str, counts: dict) -> None:
         """Keep a stage's counts (never values) so later stages and reports can read them."""

@@ -14,10 +14,22 @@ from carecast.runtime import Runtime
 
 
 def record_run_lineage(
-    ledger: Ledger, campaign: Campaign, send_date: str, stage: str, written: DatasetVersion, reads: tuple[LakeRead, ...]
+    ledger: Ledger,
+    campaign: Campaign,
+    send_date: str,
+    stage: str,
+    written: DatasetVersion,
+    reads: tuple[LakeRead, ...],
+    code: dict[str, str],
 ) -> None:
-    """Keep what a stage of one campaign run wrote and read, as ``<stage>_lineage``."""
-    lineage = {"written": written.ref, "version": written.version, "read": [read.version.ref for read in reads]}
+    """Keep what a stage of one campaign run wrote and read, and the hashes of the SQL or template it
+    ran (``code``: name -> sha256), as ``<stage>_lineage``."""
+    lineage = {
+        "written": written.ref,
+        "version": written.version,
+        "read": [read.version.ref for read in reads],
+        "code": code,
+    }
     ledger.record_stage(campaign.name, send_date, f"{stage}_lineage", lineage)
 
 

@@ -1,3 +1,4 @@
+from collections import Counter
 from datetime import datetime
 
 import pyarrow as pa
@@ -215,6 +216,13 @@ def test_funnel_always_adds_up(patient_ids: set[str], purpose: str) -> None:
     consents = [_consent(pid, purpose, revoked=SEND if i % 2 else None) for i, pid in enumerate(ids)]
     audience = _run(_campaign(purpose), profile, consents)
     assert audience.members.num_rows + sum(audience.excluded.values()) == audience.segment_size == len(ids)
+    # every left-out patient is named (by pseudonym) with the reason the funnel counts them under
+    left_out = audience.exclusions.to_pylist()
+    assert Counter(row["reason"] for row in left_out) == Counter(audience.excluded)
+    assert {row["patient_key"] for row in left_out}.isdisjoint(audience.members.column("patient_key").to_pylist())
+    assert {row["patient_key"] for row in left_out} | set(audience.members.column("patient_key").to_pylist()) == set(
+        PSEUDONYMIZER.patient_keys(ids)
+    )
 
 
 def test_frequency_cap_counts_every_campaign_of_the_purpose_in_a_rolling_window(tmp_path) -> None:
