@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.engagement import ENGAGEMENT_ASSET
 from carecast import stages
 from carecast.project import Project
 from carecast.registry import raw_dataset_name
@@ -13,6 +14,8 @@ def _ingest_asset(project: Project, source: str, table: str) -> dg.AssetsDefinit
         key=raw_dataset_name(source, table),
         group_name="ingest",
         kinds={"parquet"},
+        # the engagement store's new events land as an events batch first (assets/engagement.py)
+        deps=[ENGAGEMENT_ASSET] if (source, table) == ("events", "events") else [],
         description=f"The `{table}` table of the newest complete `{source}` landing batch, encrypted per column class.",
     )
     def _ingest(context: dg.AssetExecutionContext, carecast: CarecastResource) -> dg.MaterializeResult:

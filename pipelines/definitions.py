@@ -5,13 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.campaigns import all_campaign_assets
+from assets.engagement import engagement_assets
 from assets.ingest import ingest_assets
 from assets.models import model_assets
 from assets.segments import segment_assets
 from carecast.project import Project, load_project
 from pipelines.maintenance import maintenance_jobs
 from pipelines.resources import CarecastResource, MailTransportResource
-from pipelines.sensors import landing_sensor
+from pipelines.sensors import feedback_sensor, landing_sensor
 
 everything_job = dg.define_asset_job(
     "carecast_everything", selection=dg.AssetSelection.all(), description="Ingest through report, every campaign."
@@ -37,6 +38,7 @@ def build_definitions(project: Project) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *ingest_assets(project),
+            *engagement_assets(project),
             *model_assets(project),
             *segment_assets(project),
             *all_campaign_assets(project),
@@ -44,7 +46,7 @@ def build_definitions(project: Project) -> dg.Definitions:
         resources={"carecast": CarecastResource(), "mail": MailTransportResource()},
         jobs=[everything_job, campaign_run_job, ingest_job, *maintenance],
         schedules=[*schedules, daily_campaign_run],
-        sensors=[landing_sensor(project)],
+        sensors=[landing_sensor(project), feedback_sensor()],
     )
 
 

@@ -1,9 +1,11 @@
-"""The landing sensor: a new complete batch launches the ingest of the raw datasets it feeds."""
+"""Sensors: a new complete landing batch launches the ingest of the raw datasets it feeds; a new
+feedback batch launches the engagement refresh through to the marts that read events."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from carecast.engagement.ingest import pending_event_batches
 from carecast.ingest.journal import IngestJournal
 from carecast.ingest.landing import pending_files
 from carecast.project import Project
@@ -41,3 +43,26 @@ def landing_sensor(project: Project) -> dg.SensorDefinition:
 
     return _landing
 
+
+FEEDBACK_REFRESH = ("engagement_events", "raw_events_events", "stg_events", "mart_behavior", "mart_suppressions")
+"""The feedback's way to the next audience: the store, the lake's events, the marts that read them."""
+
+
+def feedback_sensor() -> dg.SensorDefinition:
+    @dg.sensor(
+        name="feedback_batches",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        asset_selection=list(FEEDBACK_REFRESH),
+        description="Launches the engagement refresh for each complete, not yet ingested feedback batch.",
+    )
+    def _feedback(context: dg.SensorEvaluationContext, carecast: CarecastResource):
+        home = carecast.data_home()
+        pending = pending_event_batches(home)
+        if not pending:
+            return dg.SkipReason("every complete feedback batch is ingested")
+        # the batches' names and times: a batch rewritten in place is a new request
+        run_key = ",".join(f"{path.name}@{path.stat().st_mtime_ns}" for path in pending)
+        return dg.RunRequest(run_key=run_key, tags={"carecast/feedback_batches": str(len(pending))})
+
+    return _feedback

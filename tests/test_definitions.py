@@ -10,6 +10,7 @@ import sys
 EXPECTED_ASSETS = [
     "audience_breast_screening_reminder",
     "delivery_breast_screening_reminder",
+    "engagement_events",
     "int_patient_visits",
     "mart_behavior",
     "mart_clinical_facts",

@@ -88,6 +88,12 @@ _SCHEMA = f"""
 {_LOG_TABLE};
 create index if not exists engagement_log_run on engagement_log (campaign, send_date);
 {_FIRST_VERSION_VIEW};
+create table if not exists engagement_exports (
+    batch text primary key,
+    last_rowid integer not null,
+    events integer not null,
+    landed_at text not null
+);
 create table if not exists feedback_batches (
     batch text primary key,
     fingerprint text not null,
@@ -318,6 +324,27 @@ class EngagementEvents(Ledger):
                 "occurred_at": pc.strptime(pa.array(occurred, pa.string()), format="%Y-%m-%dT%H:%M:%S%z", unit="s"),
                 "campaign": pa.array(campaigns, pa.string()),
             }
+        )
+
+    def events_after(self, after_rowid: int, kinds: tuple[str, ...]) -> list[tuple]:
+        """Events of these kinds stored after a row id, in storage order, for the export to the lake:
+        (rowid, event id hex, patient_key, kind, detail, occurred_at, campaign, purpose)."""
+        marks = ", ".join("?" * len(kinds))
+        rows = self._connection.execute(
+            "select rowid, lower(hex(event_id)), patient_key, kind, detail, occurred_at, campaign, purpose"
+            f" from engagement_log where rowid > ? and kind in ({marks}) order by rowid",
+            (after_rowid, *kinds),
+        )
+        return rows.fetchall()
+
+    def export_cursor(self) -> int:
+        """The last row exported to the lake (``export.py``), 0 before the first export."""
+        return self._connection.execute("select coalesce(max(last_rowid), 0) from engagement_exports").fetchone()[0]
+
+    def record_export(self, batch: str, last_rowid: int, events: int) -> None:
+        self._connection.execute(
+            "insert into engagement_exports values (?, ?, ?, ?)",
+            (batch, last_rowid, events, datetime.now(UTC).isoformat(timespec="seconds")),
         )
 
     def events_of_patient(self, patient_key: str) -> list[dict[str, str | None]]:
