@@ -61,12 +61,15 @@ def campaign_assets(project: Project, campaign: Campaign) -> list[dg.AssetsDefin
         deps=[delivery_key],
         group_name=group,
         partitions_def=campaign_runs,
-        description="Aggregated campaign report (small cells suppressed), as HTML and JSON.",
+        description="Aggregated campaign report (small cells suppressed): HTML, CSV, JSON and a markdown summary.",
     )
     def _report(context: dg.AssetExecutionContext, carecast: CarecastResource) -> dg.MaterializeResult:
         with carecast.runtime(context, project, campaign.purpose) as runtime:
-            result, _summary = stages.report_campaign(runtime, campaign)
-        return dg.MaterializeResult(metadata=result.metadata)
+            result, _report = stages.report_campaign(runtime, campaign)
+        # the same summary as the HTML report, rendered in the Dagster UI
+        return dg.MaterializeResult(
+            metadata={**result.metadata, "summary": dg.MetadataValue.md(result.metadata["summary"])}
+        )
 
     return [_audience, _outbox, _delivery, _report]
 

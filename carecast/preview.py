@@ -7,7 +7,7 @@ cells add up to the segment size), and never a row. Nothing is written to the la
 from __future__ import annotations
 
 from carecast.campaigns import Campaign
-from carecast.reporting import suppress_cells, suppress_count
+from carecast.reports import suppress_cells, suppress_count
 from carecast.runtime import Runtime
 from carecast.stages import compute_segment, plan_audience
 

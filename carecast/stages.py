@@ -21,6 +21,7 @@ from carecast.audience import (
     ledger_exclusions,
     to_be_sent,
 )
+from carecast.campaign_report import GOAL_WORDS, campaign_members
 from carecast.campaigns import Campaign, audience_dataset, outbox_dataset
 from carecast.delivery import TransportSpec
 from carecast.delivery import deliver_campaign as deliver_campaign_run
@@ -36,7 +37,14 @@ from carecast.models.runner import describe_reads, run_sql
 from carecast.models.tests import ModelTestResult, run_model_tests
 from carecast.registry import raw_dataset_name
 from carecast.rendering import render_outbox
-from carecast.reporting import CampaignSummary, write_report
+from carecast.reports import (
+    CampaignRun,
+    PublishedReport,
+    ReportFiles,
+    build_report,
+    report_markdown,
+    write_report,
+)
 from carecast.run_lineage import record_run_lineage, run_version
 from carecast.runtime import Runtime
 from carecast.segments import check_segment_output
@@ -187,7 +195,21 @@ def build_campaign_audience(runtime: Runtime, campaign: Campaign) -> StageResult
     version = runtime.lake.write(audience_dataset(campaign), audience.members)
     with Ledger(runtime.home.state_db) as ledger:
         ledger.record_stage(campaign.name, runtime.send_date, "audience", funnel)
-        record_run_lineage(ledger, campaign, runtime.send_date, "audience", version, (members, *reads))
+        ledger.record_exclusions(
+            campaign.name,
+            runtime.send_date,
+            audience.exclusions.column("patient_key").to_pylist(),
+            audience.exclusions.column("reason").to_pylist(),
+        )
+        record_run_lineage(
+            ledger,
+            campaign,
+            runtime.send_date,
+            "audience",
+            version,
+            (members, *reads),
+            {f"segment {segment.name}": segment.sha256},
+        )
     metadata = {
         "purpose": campaign.purpose,
         "as_of": runtime.send_time.isoformat(timespec="seconds"),
@@ -245,7 +267,15 @@ def render_campaign(runtime: Runtime, campaign: Campaign) -> StageResult:
     version = lake.write(outbox_dataset(campaign), outbox, row_group_rows=OUTBOX_ROW_GROUP)
     with Ledger(runtime.home.state_db) as ledger:
         ledger.record_stage(campaign.name, runtime.send_date, "render", {"rendered": outbox.num_rows})
-        record_run_lineage(ledger, campaign, runtime.send_date, "render", version, tuple(reads))
+        record_run_lineage(
+            ledger,
+            campaign,
+            runtime.send_date,
+            "render",
+            version,
+            tuple(reads),
+            {f"template {template.spec.name}": template.sha256},
+        )
     metadata = {
         "template": campaign.template,
         "template_sha256": template.sha256,
@@ -268,25 +298,36 @@ def deliver_campaign(
     return StageResult(metadata=metadata)
 
 
-def report_campaign(runtime: Runtime, campaign: Campaign) -> tuple[StageResult, CampaignSummary]:
+@dataclass(frozen=True)
+class CampaignReport:
+    published: PublishedReport
+    files: ReportFiles
+    audience: int
+    """Treated members the report covers (for the caller's row counts; not itself published)."""
+
+
+def report_campaign(runtime: Runtime, campaign: Campaign) -> tuple[StageResult, CampaignReport]:
+    """The marketer report of a campaign run: its audience, the ledger's outcomes, the engagement
+    store's opens, clicks, unsubscribes and complaints, and the goal when it can be measured."""
     with Ledger(runtime.home.state_db) as ledger:
         funnel = ledger.stage(campaign.name, runtime.send_date, "audience")
-        rendered = ledger.stage(campaign.name, runtime.send_date, "render")["rendered"]
-        states = ledger.counts(campaign.name, runtime.send_date)
-    summary = CampaignSummary(
+    members, reads, goal_measured = campaign_members(runtime, campaign)
+    run = CampaignRun(
         campaign=campaign.name,
         purpose=campaign.purpose,
         send_date=runtime.send_date,
-        segment=campaign.segment,
-        segment_sha256=runtime.project.segments[campaign.segment].sha256,
+        segment_sha256={campaign.segment: runtime.project.segments[campaign.segment].sha256},
         template_sha256=runtime.project.templates[campaign.template].sha256,
-        segment_size=funnel["segment"],
-        excluded=funnel["excluded"],
-        holdout=funnel["holdout"],
-        audience=funnel["audience"],
-        rendered=rendered,
-        states=states,
+        variants=tuple(campaign.variants),
+        goal=GOAL_WORDS[campaign.goal] if campaign.goal and goal_measured else None,
     )
-    path = write_report(summary, runtime.home.reports)
-    metadata = {"report": str(path), "marketer_view": summary.marketer_view()}
-    return StageResult(metadata=metadata), summary
+    published = build_report(members, {campaign.segment: funnel["excluded"]}, run)
+    files = write_report(published, runtime.home.reports)
+    metadata = {
+        "report": str(files.html),
+        "csv": str(files.csv),
+        "marketer_view": published.marketer_view(),
+        "summary": report_markdown(published),
+        **describe_reads(runtime.lake, reads),
+    }
+    return StageResult(metadata=metadata), CampaignReport(published, files, audience=funnel["audience"])
