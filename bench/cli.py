@@ -23,6 +23,8 @@ CARECAST_STAGES = ("ingest", "models", "segments", "audiences", "render", "deliv
 SEGMENTS_AUDIENCES_TARGET_SECONDS = 30.0
 SEGMENTS_AUDIENCES_TARGET_RATIO = 10.0
 DEFAULT_MAIL_SAMPLE = 50_000
+DEFAULT_EVENTS = 1_000_000
+ENGAGEMENT_TARGET_SECONDS = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="messages in the delivery bench (render, DKIM-sign, send to Postfix and to the embedded sink; "
         "default: as many as --patients)",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=DEFAULT_EVENTS,
+        help=f"SES events in the engagement bench (ingest + report rebuild; default {DEFAULT_EVENTS:,})",
     )
     parser.add_argument("--keep", type=Path, help="use this folder as CARECAST_HOME and keep it afterwards")
     parser.add_argument(
@@ -112,6 +120,23 @@ def _measure_delivery(home: Path, messages: int) -> dict[str, dict[str, Any]]:
         entry["baseline_seconds"] = round(messages / naive["rate"], 1)
         entry["baseline_sampled_rows"] = naive["messages"]
     return measured
+
+
+def _measure_engagement(home: Path, events: int) -> dict[str, Any]:
+    """Ingest ``events`` SES events and rebuild the report; the naive script on the same batch."""
+    folder = home / "engagement"
+    try:
+        prepared = run_isolated("bench.engagement:prepare", folder, events)
+        measured = run_isolated("bench.engagement:carecast_engagement", folder)
+        naive = run_isolated("bench.engagement:naive_engagement", folder, home / "naive-engagement.db")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        (home / "naive-engagement.db").unlink(missing_ok=True)
+    _progress(
+        f"engagement: {measured['seconds']:.1f} s (ingest {measured['ingest_seconds']} s, report "
+        f"{measured['report_seconds']} s) for {prepared['events']:,} events; naive {naive['seconds']:.1f} s"
+    )
+    return {**measured, "baseline_seconds": naive["seconds"], "baseline_peak_mb": naive["peak_mb"]}
 
 
 def _stage(seconds: float, baseline: float | None, peak_mb: float, **extra: Any) -> dict[str, Any]:
@@ -244,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         ingest, pipeline, segments = _measure_naive(home, args.mail_sample)
         parquet = run_isolated("bench.parquet_cost:parquet_cost", home)
         delivery = _measure_delivery(home, args.messages or args.patients)
+        engagement = _measure_engagement(home, args.events)
     stages = _summarize(args.patients, carecast, ingest, pipeline, segments, parquet)
     for name, entry in delivery.items():
         stages[name] = _stage(
@@ -256,6 +282,17 @@ def main(argv: list[str] | None = None) -> int:
             baseline_sampled_rows=entry["baseline_sampled_rows"],
             **{k: entry[k] for k in ("postfix_cpu_ms_per_message", "postfix_confirmed") if k in entry},
         )
+    stages["engagement"] = _stage(
+        engagement["seconds"],
+        engagement["baseline_seconds"],
+        engagement["peak_mb"],
+        rows=engagement["rows"],
+        ingest_seconds=engagement["ingest_seconds"],
+        report_seconds=engagement["report_seconds"],
+        baseline_peak_mb=engagement["baseline_peak_mb"],
+        target_seconds=ENGAGEMENT_TARGET_SECONDS,
+        meets_target=engagement["seconds"] < ENGAGEMENT_TARGET_SECONDS,
+    )
     audience = {"carecast": carecast["audiences"]["campaign_audience"], "naive": pipeline["rows"]["audience"]}
     check = _segments_check(carecast, segments)
     combined = _combined(stages)
