@@ -3,11 +3,11 @@
 Playwright's own browser download cannot be reached here, so ``install_chromium()`` puts Debian's
 ``chromium`` package in place when ``/usr/bin/chromium`` is missing (as root, through apt-get), and
 Playwright launches that binary (``launched_browser()``). ``browser`` is a session-scoped fixture over
-it; ``open_page()``
-loads a URL or a file and returns every URL the page asked for, so a test can assert that nothing
-left loopback::
+it, registered once in ``tests/conftest.py`` (a second definition would start a second Playwright in
+the same thread, which Playwright refuses); ``open_page()`` loads a URL or a file and returns every
+URL the page asked for, so a test can assert that nothing left loopback::
 
-    from tests.browser import browser, open_page  # noqa: F401  (the fixture is used by name)
+    from tests.browser import is_local, open_page
 
     def test_page(browser, tmp_path):
         with open_page(browser, tmp_path / "report.html") as (page, requested):

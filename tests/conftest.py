@@ -10,6 +10,7 @@ from carecast.crypto.kms import LocalKms
 from carecast.home import CarecastHome
 from carecast.lake import Lake
 from carecast.project import Project, load_project
+from tests.browser import browser  # noqa: F401  (one session-wide Chromium for every browser test)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SYNTHEA_27 = SHARED_DATA / "synthea-27"

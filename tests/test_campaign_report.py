@@ -30,4 +30,3 @@ def test_the_goal_is_measured_once_the_segment_was_rebuilt(audited) -> None:  # 
     members, reads, measured = campaign_members(runtime, campaign)
     assert measured and sorted(members.get_column("converted").to_list()) == [False, True]
     assert reads[-1].version.dataset == segment
-

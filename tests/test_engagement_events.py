@@ -199,7 +199,12 @@ def test_a_first_version_table_is_upgraded_in_place_and_its_events_still_dedupli
     with sqlite3.connect(state_db) as connection:
         objects = dict(connection.execute("select name, type from sqlite_master where name like 'engagement%'"))
         rows = connection.execute("select * from engagement_events").fetchall()
-    assert objects == {"engagement_log": "table", "engagement_log_run": "index", "engagement_events": "view"}
+    assert objects == {
+        "engagement_log": "table",
+        "engagement_log_run": "index",
+        "engagement_events": "view",
+        "engagement_exports": "table",
+    }
     event_id_kept = unsubscribe.as_event().event_id
     assert first_version_id.startswith(event_id_kept)
     assert rows == [

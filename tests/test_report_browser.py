@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from carecast.reports import COMPLEMENT, SUPPRESSED, write_report
-from tests.browser import browser, is_local, open_page  # noqa: F401  (browser is a fixture)
+from tests.browser import is_local, open_page
 from tests.report_screenshot import RUN, demo_report
 
 
-def test_report_renders_offline_with_no_request_leaving_the_file(browser, tmp_path: Path) -> None:  # noqa: F811
+def test_report_renders_offline_with_no_request_leaving_the_file(browser, tmp_path: Path) -> None:
     files = write_report(demo_report(), tmp_path)
     with open_page(browser, files.html) as (page, requested):
         console = []
@@ -39,7 +39,7 @@ def test_report_renders_offline_with_no_request_leaving_the_file(browser, tmp_pa
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
-def test_the_request_log_would_catch_a_third_party_request(browser, tmp_path: Path) -> None:  # noqa: F811
+def test_the_request_log_would_catch_a_third_party_request(browser, tmp_path: Path) -> None:
     """The check above is only as good as the log: a page that does load something is caught."""
     page_file = tmp_path / "leaky.html"
     page_file.write_text('<!doctype html><title>leaky</title><img src="https://tracker.example.com/pixel.gif">')

@@ -3,7 +3,7 @@ nothing of anyone but the endpoint itself."""
 
 from __future__ import annotations
 
-from tests.browser import browser, is_local, open_page  # noqa: F401  (browser is a fixture)
+from tests.browser import is_local, open_page
 from tests.test_engagement_app import PURPOSE, endpoint  # noqa: F401  (endpoint is a fixture)
 
 
