@@ -75,6 +75,8 @@ class PatientAudit:
     left_out: list[dict[str, str]]
     """Runs whose audience excluded the patient: campaign, send date, reason."""
     suppressions: list[dict[str, str]]
+    other_events: list[dict[str, Any]] = field(default_factory=list)
+    """Events of the patient tied to no message above (an unsubscribe with no message in the ledger)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +115,9 @@ def audit_patient(runtime: Runtime, patient_id: str, requested_by: str | None = 
         )
         for m in sent
     ]
-    answer = PatientAudit(patient_key, messages, left_out, suppressions)
+    keys = {m.message_key for m in sent}
+    others = [event for event in events if event["message_key"] not in keys]
+    answer = PatientAudit(patient_key, messages, left_out, suppressions, others)
     _log(runtime, "patient", patient_key, requested_by, reason, {"messages": len(messages), "left_out": len(left_out)})
     return answer
 

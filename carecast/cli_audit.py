@@ -50,6 +50,8 @@ def command_audit_patient(args: argparse.Namespace) -> int:
             print(f"    event {event['occurred_at']} {event['kind']}{' ' + event['detail'] if event['detail'] else ''}")
     for run in answer.left_out:
         print(f"- {run['send_date']} {run['campaign']}: not sent, left out of the audience ({run['reason']})")
+    for event in answer.other_events:
+        print(f"- event {event['occurred_at']} {event['kind']} ({event['campaign']}), tied to no message")
     for suppression in answer.suppressions:
         print(
             f"suppressed since {suppression['created_at']}: {suppression['reason']} "

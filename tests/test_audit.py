@@ -144,6 +144,7 @@ def test_two_campaigns_and_a_revocation_honoured_later(audited) -> None:
         f"template {MARKETING}": project.templates[MARKETING].sha256,
     }
     assert [(e["kind"], e["detail"]) for e in invitation.events] == [("click", "join")] and reminder.events == []
+    assert answer.other_events == []
     # the later run honoured the revocation
     assert answer.left_out == [
         {"campaign": MARKETING, "send_date": SECOND_RUN.isoformat(), "reason": "authorization_revoked"}
