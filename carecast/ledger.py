@@ -92,7 +92,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class SentMessage:
-    """One ledger row as feedback ingest and the audit need it: who (pseudonym), which run, what state."""
+    """One ledger row as the audit needs it: who (pseudonym), which run, what state."""
 
     message_key: str
     campaign: str
@@ -243,28 +243,6 @@ class Ledger(StateDb):
         return dict(
             self._rows_for("select message_key, attempts from send_ledger where message_key in ({keys})", message_keys)
         )
-
-    def messages(self, message_keys: list[str]) -> dict[str, SentMessage]:
-        """Message key -> its ledger row, for the keys that are in the ledger."""
-        return {
-            row[0]: SentMessage(*row)
-            for row in self._rows_for(
-                f"select {_MESSAGE_COLUMNS} from send_ledger where message_key in ({{keys}})", message_keys
-            )
-        }
-
-    def messages_by_provider_id(self, provider_message_ids: list[str]) -> dict[str, SentMessage]:
-        """Provider message id (SES ``MessageId``) -> its ledger row, for the ids the ledger knows."""
-        return {
-            message.provider_message_id: message
-            for message in (
-                SentMessage(*row)
-                for row in self._rows_for(
-                    f"select {_MESSAGE_COLUMNS} from send_ledger where provider_message_id in ({{keys}})",
-                    provider_message_ids,
-                )
-            )
-        }
 
     def run_messages(self, campaign: str, send_date: str) -> dict[str, list]:
         """Every message of a campaign run as columns: message_key, patient_key, state and ``day`` (the

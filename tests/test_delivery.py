@@ -15,6 +15,8 @@ import pytest
 
 from carecast.campaigns import Campaign
 from carecast.delivery import DeliveryPlan, TransportSpec, deliver_table
+from carecast.engagement.events import EngagementEvents
+from carecast.engagement.feedback import FeedbackEvent
 from carecast.home import CarecastHome
 from carecast.ledger import Ledger
 from carecast.mail import EmbeddedSink, Mailbox, ensure_sink_certificate
@@ -301,12 +303,21 @@ def test_the_ses_transport_delivers_signed_mail_without_signing_what_ses_rewrite
                 ledger,
                 lambda: SesTransport(boto3.client("sesv2", region_name="us-east-1")),
             )
-            keys = outbox.column("message_key").to_pylist()
-            by_ses_id = ledger.messages_by_provider_id([m.provider_message_id for m in ledger.messages(keys).values()])
         sent = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
-    # the ledger knows every message by SES's id, which SES's bounce and complaint events name
-    assert set(by_ses_id) == {message.id for message in sent}
-    assert {message.message_key for message in by_ses_id.values()} == set(keys)
+    # the ledger knows every message by SES's id, which SES's bounce and complaint events name: an
+    # event naming only that id finds its message
+    moment = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    with EngagementEvents(home.state_db) as store:
+        recorded = store.record(
+            FeedbackEvent(f"{n:032x}", "delivery", moment, "ses", provider_message_id=message.id)
+            for n, message in enumerate(sent)
+        )
+        found = {row["patient_key"]: store.events_of_patient(row["patient_key"]) for row in outbox.to_pylist()}
+    assert (recorded.recorded, recorded.unmatched) == (50, 0)
+    assert all(
+        [event["message_key"] for event in found[row["patient_key"]]] == [row["message_key"]]
+        for row in outbox.to_pylist()
+    )
     # moto accepts every recipient (the sink's bounce domain means nothing to it)
     assert counts.outcomes == {"delivered": 50} and len(sent) == 50
     raw = sent[0].raw_data.encode() if isinstance(sent[0].raw_data, str) else sent[0].raw_data

@@ -147,19 +147,19 @@ def test_per_message_flags_cover_every_message_of_the_run(tmp_path):
     assert empty.num_rows == 0 and empty.schema == flags.schema
 
 
-def test_events_table_is_columnar_and_pseudonymous(tmp_path):
+def test_events_for_the_lake_are_pseudonymous_and_come_after_the_cursor(tmp_path):
     state_db = tmp_path / "state.db"
     keys = _send(state_db, "2026-03-02", range(1, 3))
     with EngagementEvents(state_db) as store:
-        assert store.events_table().num_rows == 0
+        assert store.events_after(0, ("open", "bounce")) == []
         store.record([_event("open", message_key=keys[1]), _event("bounce", "hard", message_key=keys[2])])
-        table = store.events_table()
-    assert table.column_names == ["patient_key", "kind", "detail", "occurred_at", "campaign"]
-    assert table.schema.field("occurred_at").type == pa.timestamp("s", tz="UTC")
-    assert sorted(table.to_pylist(), key=lambda row: row["kind"]) == [
-        {"patient_key": _key(2), "kind": "bounce", "detail": "hard", "occurred_at": AT, "campaign": CAMPAIGN},
-        {"patient_key": _key(1), "kind": "open", "detail": None, "occurred_at": AT, "campaign": CAMPAIGN},
+        rows = store.events_after(0, ("open", "bounce"))
+        assert store.events_after(rows[-1][0], ("open", "bounce")) == []
+    assert sorted((row[2], row[3], row[4], row[6]) for row in rows) == [
+        (_key(1), "open", None, CAMPAIGN),
+        (_key(2), "bounce", "hard", CAMPAIGN),
     ]
+    assert all(datetime.fromisoformat(row[5]) == AT for row in rows)
 
 
 _FIRST_VERSION = """

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from carecast.engagement.feedback import KINDS, SOURCES, FeedbackEvent, TokenRecipient, as_utc, endpoint_event
 from carecast.ledger import Ledger
@@ -307,22 +306,6 @@ class EngagementEvents(Ledger):
                     name: pa.array(values, pa.int8()).cast(pa.bool_())  # SQLite's booleans are 0 and 1
                     for name, values in zip(FLAG_COLUMNS, columns[1:], strict=True)
                 },
-            }
-        )
-
-    def events_table(self) -> pa.Table:
-        """Every stored event for the behavior mart: patient_key, kind, detail, occurred_at (UTC), campaign."""
-        rows = self._connection.execute(
-            "select patient_key, kind, detail, occurred_at, campaign from engagement_log"
-        ).fetchall()
-        patient_keys, kinds, details, occurred, campaigns = list(zip(*rows, strict=True)) or [()] * 5
-        return pa.table(
-            {
-                "patient_key": pa.array(patient_keys, pa.string()),
-                "kind": pa.array(kinds, pa.string()),
-                "detail": pa.array(details, pa.string()),
-                "occurred_at": pc.strptime(pa.array(occurred, pa.string()), format="%Y-%m-%dT%H:%M:%S%z", unit="s"),
-                "campaign": pa.array(campaigns, pa.string()),
             }
         )
 
