@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from carecast.campaigns import audience_dataset
 from carecast.crypto.hash_chain import HashChain
 from carecast.engagement.events import EngagementEvents
+from carecast.ledger import Ledger
 from carecast.run_lineage import run_lineage
 from carecast.runtime import Runtime
 
@@ -92,10 +93,7 @@ def audit_patient(runtime: Runtime, patient_id: str, requested_by: str | None = 
         ]
         suppressions = ledger.suppressions_of_patient(patient_key)
         runs = {(m.campaign, m.send_date) for m in sent}
-        lineages = {
-            run: (run_lineage(ledger, *run, "audience") or {}, run_lineage(ledger, *run, "render") or {})
-            for run in runs
-        }
+        lineages = {run: _lineages(ledger, *run) for run in runs}
         events = ledger.events_of_patient(patient_key)
     consent_of_run = {
         run: _consent_id(runtime, patient_key, run[0], audience) for run, (audience, _) in lineages.items()
@@ -131,12 +129,7 @@ def audit_campaign(runtime: Runtime, campaign: str, requested_by: str | None = N
             send_date: {
                 "funnel": ledger.stage(campaign, send_date, "audience"),
                 "states": ledger.counts(campaign, send_date),
-                "snapshot": asdict(
-                    _snapshot(
-                        run_lineage(ledger, campaign, send_date, "audience") or {},
-                        run_lineage(ledger, campaign, send_date, "render") or {},
-                    )
-                ),
+                "snapshot": asdict(_snapshot(*_lineages(ledger, campaign, send_date))),
                 "engagement": ledger.event_counts(campaign, send_date),
             }
             for send_date in ledger.run_dates(campaign)
@@ -144,6 +137,13 @@ def audit_campaign(runtime: Runtime, campaign: str, requested_by: str | None = N
     answer = {"campaign": campaign, "purpose": runtime.project.campaigns[campaign].purpose, "runs": runs}
     _log(runtime, "campaign", campaign, requested_by, reason, {"runs": len(runs)})
     return answer
+
+
+def _lineages(ledger: Ledger, campaign: str, send_date: str) -> tuple[dict, dict]:
+    """The audience and render lineage of a run (empty where a stage kept none)."""
+    return run_lineage(ledger, campaign, send_date, "audience") or {}, run_lineage(
+        ledger, campaign, send_date, "render"
+    ) or {}
 
 
 def _snapshot(audience: dict, render: dict) -> RunSnapshot:
